@@ -1,0 +1,422 @@
+"""Static checking: a parsed scenario -> a resolved, runnable `Scenario`.
+
+Nothing is loaded or run here.  Every plugin name is looked up by kind in
+the registry, every argument is checked against the plugin's declared
+parameters, and cross-field rules (clients per round, attackers, each
+plugin's own ``check``) are applied.  All problems are collected and
+raised together as one `ScenarioError`, each pointing at its place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fedarena.core import spec
+from fedarena.core.errors import Diagnostic, ScenarioError, Span
+from fedarena.core.interfaces import Facts, Plugin
+from fedarena.core.params import ParamInfo
+from fedarena.core.registry import Registry
+
+# Which plugin kind follows each top-level keyword.
+STATEMENT_KINDS = {"dataset": "dataset", "model": "model", "detector": "detector", "aggregator": "aggregator"}
+SINGLE_STATEMENTS = ("seed", "rounds", "dataset", "split", "model", "training", "aggregator", "evaluate", "output")
+REQUIRED_STATEMENTS = ("rounds", "dataset", "split", "model")
+
+
+@attrs.frozen
+class TrainingSetting:
+    """A setting of the ``training`` block: its type, default, bounds and doc."""
+
+    type: Any
+    default: Any
+    doc: str
+    ge: float | None = None
+    kind: str | None = None
+
+
+TRAINING_SETTINGS = {
+    "clients_per_round": TrainingSetting(int, None, "clients sampled each round (default: all)", ge=1),
+    "local_epochs": TrainingSetting(int, 1, "passes over its data a client makes each round", ge=1),
+    "batch_size": TrainingSetting(int, 32, "examples per local step", ge=1),
+    "optimizer": TrainingSetting(spec.Call, spec.Call("sgd"), "client optimizer", kind="optimizer"),
+    "server_learning_rate": TrainingSetting(float, 1.0, "step the server takes along the aggregate update", ge=0),
+}
+ATTACK_SETTINGS = ("clients", "rounds")
+
+
+@attrs.frozen
+class AttackGroup:
+    """One ``attack`` block: a plugin, how many clients it holds, when it acts."""
+
+    name: str
+    attack: Plugin
+    num_clients: int
+    rounds: spec.Range | spec.Every | None = None
+
+    def active_in(self, round_number: int) -> bool:
+        return self.rounds is None or round_number in self.rounds
+
+
+@attrs.frozen
+class Training:
+    clients_per_round: int
+    local_epochs: int
+    batch_size: int
+    optimizer: Plugin
+    server_learning_rate: float
+
+
+@attrs.frozen
+class Scenario:
+    """A checked scenario: plugin instances and plain values, ready to run."""
+
+    title: str
+    seed: int
+    rounds: int
+    dataset: Plugin
+    split: Plugin
+    num_clients: int
+    model: Plugin
+    training: Training
+    attacks: tuple[AttackGroup, ...]
+    detectors: tuple[Plugin, ...]
+    aggregator: Plugin
+    metrics: tuple[tuple[str, Plugin], ...]
+    evaluate_every: int
+    output: str
+    source: str = attrs.field(repr=False, default="")
+    filename: str = "<scenario>"
+
+    @property
+    def facts(self) -> Facts:
+        info = self.dataset.info()
+        return Facts(
+            num_clients=self.num_clients,
+            clients_per_round=self.training.clients_per_round,
+            num_classes=info.num_classes,
+            input_shape=info.input_shape,
+            server_learning_rate=self.training.server_learning_rate,
+            num_attackers=sum(group.num_clients for group in self.attacks),
+        )
+
+    def plugins(self) -> list[tuple[str, Plugin]]:
+        """Every plugin the scenario uses, with the role it plays."""
+        used = [("dataset", self.dataset), ("split", self.split), ("model", self.model),
+                ("optimizer", self.training.optimizer)]
+        used += [(f"attack:{g.name}", g.attack) for g in self.attacks]
+        used += [(f"detector:{i}", d) for i, d in enumerate(self.detectors)]
+        used += [("aggregator", self.aggregator)] + [(f"metric:{n}", m) for n, m in self.metrics]
+        return used
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value:g}"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, tuple):
+        return "a list"
+    if isinstance(value, spec.Call):
+        return f"'{value.name}(...)'"
+    return f"'{value}'"
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Does a literal fit a declared parameter type?"""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _out_of_range(info: ParamInfo, value: Any) -> str | None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        for symbol, bound, ok in (
+            (">=", info.ge, lambda a, b: a >= b), (">", info.gt, lambda a, b: a > b),
+            ("<=", info.le, lambda a, b: a <= b), ("<", info.lt, lambda a, b: a < b),
+        ):
+            if bound is not None and not ok(v, bound):
+                return f"must be {symbol} {bound:g}, got {v:g}"
+    if info.choices is not None and value not in info.choices:
+        return f"must be one of {', '.join(map(repr, info.choices))}, got {value!r}"
+    return None
+
+
+class Checker:
+    def __init__(self, registry: Registry, filename: str, source: str):
+        self.registry = registry
+        self.filename = filename
+        self.source = source
+        self.problems: list[Diagnostic] = []
+
+    def error(self, message: str, span: Span | None) -> None:
+        self.problems.append(Diagnostic(message, span))
+
+    def resolve(self, kind: str, call: spec.Call) -> Plugin | None:
+        """Instantiate the plugin a call names, or record why not."""
+        entry = self.registry.get(kind, call.name)
+        if entry is None:
+            known = self.registry.names(kind)
+            hint = did_you_mean(call.name, known) or (f"; known: {', '.join(known)}" if known else "")
+            self.error(f"unknown {kind} '{call.name}'{hint}", call.span)
+            return None
+        params = {p.name: p for p in entry.params()}
+        kwargs, ok = {}, True
+        seen: dict[str, spec.Arg] = {}
+        for arg in call.args:
+            if arg.name in seen:
+                self.error(f"parameter '{arg.name}' of {kind} '{call.name}' is given twice", arg.span)
+                ok = False
+                continue
+            seen[arg.name] = arg
+            info = params.get(arg.name)
+            if info is None:
+                hint = did_you_mean(arg.name, list(params)) or (
+                    f"; it takes {', '.join(params)}" if params else "; it takes no parameters"
+                )
+                self.error(f"{kind} '{call.name}' has no parameter '{arg.name}'{hint}", arg.span)
+                ok = False
+                continue
+            value = self.value_for(info, arg.value, f"parameter '{arg.name}' of {kind} '{call.name}'", arg.span)
+            if value is _INVALID:
+                ok = False
+            else:
+                kwargs[arg.name] = value
+        for name, info in params.items():
+            if info.required and name not in seen:
+                self.error(f"{kind} '{call.name}' needs parameter '{name}' ({info.doc})", call.span)
+                ok = False
+        if not ok:
+            return None
+        try:
+            return entry.cls(**kwargs)
+        except (ValueError, TypeError) as error:
+            self.error(f"{kind} '{call.name}': {error}", call.span)
+            return None
+
+    def value_for(self, info: ParamInfo, value: Any, what: str, span: Span | None):
+        if info.kind is not None:
+            if isinstance(value, spec.Call):
+                plugin = self.resolve(info.kind, value)
+                return _INVALID if plugin is None else plugin
+            self.error(f"{what} must be a {info.kind}, got {describe(value)}", span)
+            return _INVALID
+        if isinstance(value, spec.Call) and not value.args and info.type is str:
+            value = value.name  # a bare word where a string is expected
+        if not _matches(value, info.type):
+            self.error(f"{what} must be {_article(info.type_name())}, got {describe(value)}", span)
+            return _INVALID
+        problem = _out_of_range(info, value)
+        if problem:
+            self.error(f"{what} {problem}", span)
+            return _INVALID
+        return float(value) if info.type is float else value
+
+
+_INVALID = object()
+
+
+def _article(type_text: str) -> str:
+    return ("an " if type_text[:1] in "aeiou" else "a ") + type_text
+
+
+def check(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None = None) -> Scenario:
+    """Resolve and check a parsed scenario; raise `ScenarioError` listing every problem."""
+    c = Checker(registry, scenario.filename, scenario.source)
+    by_keyword: dict[str, spec.Statement] = {}
+    for statement in scenario.statements:
+        if statement.keyword in SINGLE_STATEMENTS:
+            if statement.keyword in by_keyword:
+                first = by_keyword[statement.keyword].span
+                c.error(f"'{statement.keyword}' is given twice (first on line {first.line})", statement.span)
+                continue
+            by_keyword[statement.keyword] = statement
+    for keyword in REQUIRED_STATEMENTS:
+        if keyword not in by_keyword:
+            c.error(f"the scenario has no '{keyword}' statement; add one", scenario.span)
+
+    def plain(keyword: str, default: Any, minimum: int):
+        statement = by_keyword.get(keyword)
+        if statement is None:
+            return default
+        if statement.value < minimum:
+            c.error(f"'{keyword}' must be >= {minimum}, got {statement.value}", statement.span)
+        return statement.value
+
+    seed = plain("seed", 0, 0)
+    rounds = plain("rounds", 1, 1)
+    evaluate_every = plain("evaluate", 1, 1)
+
+    plugins = {}
+    for keyword, kind in STATEMENT_KINDS.items():
+        statement = by_keyword.get(keyword)
+        if statement is not None:
+            plugins[keyword] = c.resolve(kind, statement.value)
+    aggregator_statement = by_keyword.get("aggregator")
+    if aggregator_statement is None:
+        plugins["aggregator"] = c.resolve("aggregator", spec.Call("fedavg"))
+    split, num_clients = None, 1
+    if "split" in by_keyword:
+        statement = by_keyword["split"]
+        call, num_clients = statement.value
+        split = c.resolve("split", call)
+        if num_clients < 1:
+            c.error(f"a split needs at least 1 client, got {num_clients}", statement.span)
+            num_clients = 1
+
+    training = _training(c, by_keyword.get("training"), num_clients)
+    detectors = tuple(c.resolve("detector", s.value) for s in scenario.all("detector"))
+    attacks = tuple(_attack(c, s, num_clients) for s in scenario.all("attack"))
+    # Each group gets a distinct name: the plugin's, numbered when repeated.
+    names = [a.name if a else None for a in attacks]
+    attacks = tuple(
+        attrs.evolve(a, name=f"{a.name}_{names[: i + 1].count(a.name)}") if a and names.count(a.name) > 1 else a
+        for i, a in enumerate(attacks)
+    )
+    metrics = tuple((name, c.resolve("metric", spec.Call(name))) for name in ("accuracy", "loss"))
+
+    output = output_override or (
+        by_keyword["output"].value if "output" in by_keyword else str(Path("results") / (Path(scenario.filename).stem + ".h5"))
+    )
+    total_attackers = sum(a.num_clients for a in attacks if a is not None)
+    if total_attackers > num_clients:
+        span = scenario.all("attack")[-1].span
+        c.error(f"the attack blocks take {total_attackers} clients, but the split has only {num_clients}", span)
+
+    if c.problems or training is None or any(p is None for p in plugins.values()) or split is None \
+            or any(d is None for d in detectors) or any(a is None for a in attacks):
+        raise ScenarioError(c.problems, scenario.filename, scenario.source)
+
+    resolved = Scenario(
+        title=scenario.title, seed=seed, rounds=rounds, dataset=plugins["dataset"], split=split,
+        num_clients=num_clients, model=plugins["model"], training=training, attacks=attacks,
+        detectors=detectors, aggregator=plugins["aggregator"], metrics=metrics,
+        evaluate_every=evaluate_every, output=output, source=scenario.source, filename=scenario.filename,
+    )
+    # Rules of each plugin that need the rest of the scenario.
+    facts = resolved.facts
+    to_check = [
+        (resolved.dataset, by_keyword["dataset"].value.span),
+        (resolved.split, by_keyword["split"].value[0].span),
+        (resolved.model, by_keyword["model"].value.span),
+        (resolved.aggregator, aggregator_statement.value.span if aggregator_statement else scenario.span),
+    ]
+    to_check += [(g.attack, s.value.call.span) for g, s in zip(attacks, scenario.all("attack"))]
+    to_check += [(d, s.value.span) for d, s in zip(detectors, scenario.all("detector"))]
+    for plugin, span in to_check:
+        for message in plugin.check(facts):
+            c.error(message, span)
+    if c.problems:
+        raise ScenarioError(c.problems, scenario.filename, scenario.source)
+    return resolved
+
+
+def _training(c: Checker, statement: spec.Statement | None, num_clients: int) -> Training | None:
+    values = {name: setting.default for name, setting in TRAINING_SETTINGS.items()}
+    spans: dict[str, Span | None] = {}
+    ok = True
+    for setting in statement.value if statement else ():
+        declared = TRAINING_SETTINGS.get(setting.name)
+        if declared is None:
+            hint = did_you_mean(setting.name, list(TRAINING_SETTINGS)) or f"; known: {', '.join(TRAINING_SETTINGS)}"
+            c.error(f"unknown training setting '{setting.name}'{hint}", setting.span)
+            ok = False
+            continue
+        if setting.name in spans:
+            c.error(f"training setting '{setting.name}' is given twice", setting.span)
+            ok = False
+            continue
+        spans[setting.name] = setting.span
+        info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge, kind=declared.kind)
+        value = c.value_for(info, setting.value, f"training setting '{setting.name}'", setting.span)
+        if value is _INVALID:
+            ok = False
+        else:
+            values[setting.name] = value
+    optimizer = values["optimizer"]
+    if isinstance(optimizer, spec.Call):
+        optimizer = c.resolve("optimizer", optimizer)
+    if values["clients_per_round"] is None:
+        values["clients_per_round"] = num_clients
+    elif values["clients_per_round"] > num_clients:
+        c.error(
+            f"clients_per_round is {values['clients_per_round']}, but the split has only {num_clients} clients",
+            spans["clients_per_round"],
+        )
+        ok = False
+    if not ok or optimizer is None:
+        return None
+    return Training(values["clients_per_round"], values["local_epochs"], values["batch_size"], optimizer,
+                    float(values["server_learning_rate"]))
+
+
+def _attack(c: Checker, statement: spec.Statement, num_clients: int) -> AttackGroup | None:
+    block: spec.AttackBlock = statement.value
+    attack = c.resolve("attack", block.call)
+    count, rounds, ok = None, None, True
+    seen = set()
+    for setting in block.settings:
+        if setting.name not in ATTACK_SETTINGS:
+            hint = did_you_mean(setting.name, list(ATTACK_SETTINGS)) or f"; known: {', '.join(ATTACK_SETTINGS)}"
+            c.error(f"unknown attack setting '{setting.name}'{hint}", setting.span)
+            ok = False
+        elif setting.name in seen:
+            c.error(f"attack setting '{setting.name}' is given twice", setting.span)
+            ok = False
+        elif setting.name == "clients":
+            value = setting.value
+            if isinstance(value, spec.Percent):
+                if not 0 <= value.value <= 100:
+                    c.error(f"attack clients must be between 0% and 100%, got {value}", setting.span)
+                    ok = False
+                count = value.of(num_clients)
+            elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                count = value
+            else:
+                c.error(f"attack clients must be a count or a percentage, got {describe(value)}", setting.span)
+                ok = False
+        else:
+            value = setting.value
+            if isinstance(value, spec.Range) and 1 <= value.start <= value.stop:
+                rounds = value
+            elif isinstance(value, spec.Every) and value.k >= 1:
+                rounds = value
+            else:
+                c.error(f"attack rounds must be a range 'a..b' with 1 <= a <= b, or 'every k', got {value}",
+                        setting.span)
+                ok = False
+        seen.add(setting.name)
+    if count is None and ok:
+        c.error(f"attack '{block.call.name}' needs 'clients' (a count or a percentage) in its block", block.span)
+        ok = False
+    if attack is None or not ok:
+        return None
+    return AttackGroup(block.call.name, attack, count, rounds)

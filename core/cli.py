@@ -1,0 +1,169 @@
+"""The ``fedarena`` command.
+
+Exit codes: 0 success; 1 a failure while running; 2 a bad scenario or bad
+usage (a message, never a traceback); 130 interrupted by Ctrl-C; 143 ended
+by SIGTERM.  TensorFlow is imported only by commands that run something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from fedarena.core.errors import FedarenaError, ScenarioError, UsageError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every cleanup runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def read_scenario(path: str):
+    from fedarena.core.language import parse
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: no such scenario file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+    return parse(text, str(path))
+
+
+def checked_scenario(path: str, output: str | None = None):
+    from fedarena.core.check import check
+    from fedarena.core.registry import default_registry
+
+    registry = default_registry()
+    for problem in registry.load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    return check(read_scenario(path), registry, output), registry
+
+
+def cmd_run(args) -> int:
+    scenario, registry = checked_scenario(args.file, args.output)
+    # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from fedarena.core.runner import Progress, run_scenario
+
+    progress = Progress(scenario.rounds, enabled={"auto": None, "bar": True, "none": False}[args.progress])
+    workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
+    final = run_scenario(scenario, registry, force=args.force, workers=workers, progress=progress)
+    summary = "  ".join(f"{name} {value:.4f}" for name, value in final.items())
+    print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
+    print(f"results written to {scenario.output}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            scenario, _ = checked_scenario(path)
+        except (ScenarioError, UsageError) as error:
+            print(error, file=sys.stderr)
+            failed += 1
+            continue
+        attackers = sum(g.num_clients for g in scenario.attacks)
+        print(f"{path}: ok ({scenario.rounds} rounds, {scenario.num_clients} clients, {attackers} attackers)")
+    return 2 if failed else 0
+
+
+def cmd_plugins(args) -> int:
+    from fedarena.core.interfaces import KINDS
+    from fedarena.core.registry import default_registry
+
+    registry = default_registry()
+    if args.kind and args.kind not in KINDS:
+        raise UsageError(f"unknown plugin kind '{args.kind}'; kinds: {', '.join(KINDS)}")
+    entries = registry.entries(args.kind)
+    if args.json:
+        print(json.dumps([
+            {
+                "kind": e.kind, "name": e.name, "doc": e.doc,
+                "distribution": e.provider.distribution, "version": e.provider.version,
+                "parameters": [p.as_dict() for p in e.params()],
+            }
+            for e in entries
+        ], indent=2, default=repr))
+    else:
+        for e in entries:
+            print(f"{e.kind:<11}{e.name:<16}{e.provider.distribution} {e.provider.version}  {e.doc}")
+            for p in e.params():
+                default = "required" if p.required else f"default {p.default!r}"
+                bounds = f", {p.range_text()}" if p.range_text() else ""
+                print(f"{'':27}{p.name}: {p.type_name()} ({default}{bounds})  {p.doc}")
+    for problem in registry.load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedarena import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fedarena",
+        description="Run federated-learning poisoning scenarios (.fls files) on TensorFlow Federated "
+        "and record what happened in HDF5.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedarena {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run", help="run a scenario and write its results file",
+        description="Run every round of a scenario on TFF and write the results to HDF5 "
+        "(the scenario's 'output', or -o). An existing results file is never overwritten without --force.",
+    )
+    run.add_argument("file", metavar="FILE.fls", help="the scenario to run")
+    run.add_argument("-o", "--output", help="results file (default: the scenario's 'output' statement)")
+    run.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    run.add_argument("--workers", metavar="HOST:PORT,...",
+                     help="TFF executor services to use (default: start a local one and stop it at the end)")
+    run.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",
+                     help="progress display: a bar on a terminal (auto), always, or never")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser(
+        "check", help="check scenarios without running them",
+        description="Parse and check scenarios: syntax, plugin names, parameters and cross-field rules.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE.fls")
+    check.set_defaults(handler=cmd_check)
+
+    plugins = commands.add_parser("plugins", help="list the plugins that are installed",
+                                  description="List plugins with their parameters and the distribution providing each.")
+    plugins.add_argument("kind", nargs="?", help="only this kind (dataset, split, model, optimizer, attack, ...)")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.handler(args)
+    except FedarenaError as error:
+        print(f"error: {error}" if not isinstance(error, ScenarioError) else str(error), file=sys.stderr)
+        return error.exit_code
+    except Terminated:
+        print("\nterminated; the results file keeps every completed round", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("\ninterrupted; the results file keeps every completed round", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

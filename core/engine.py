@@ -1,0 +1,298 @@
+"""Running a checked scenario on TensorFlow Federated.
+
+One round, as TFF sees it (see ARCHITECTURE.md):
+
+  client work   ``tff.federated_map(client_train)`` over the sampled clients:
+                data poisoning of malicious clients' data, local training,
+                one flat update row per client;
+  gather        ``tff.federated_aggregate`` whose accumulate/merge concatenate
+                rows (order restored by slot in the report);
+  server stage  one TF computation at SERVER on the stacked ``[K, d]``
+                matrix: model poisoning of malicious rows, non-finite rows
+                dropped, detectors, the aggregator, the server step.
+
+The global model is one flat float32 vector; the model plugin's Keras model
+is used through TFF's functional form for training and through Keras itself
+for evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+import attrs
+import numpy as np
+
+from fedarena.core.check import Scenario
+from fedarena.core.errors import RunError
+
+
+@attrs.frozen(eq=False)
+class ClientData:
+    """Every client's training samples, padded to one shape so that the
+    round computation is traced once and reused for every round."""
+
+    x: np.ndarray  # [num_clients, max_examples, *input_shape]
+    y: np.ndarray  # [num_clients, max_examples]
+    sizes: np.ndarray  # [num_clients]
+
+    @classmethod
+    def from_partition(cls, train_x, train_y, parts: list[np.ndarray]) -> "ClientData":
+        sizes = np.array([len(p) for p in parts], dtype=np.int32)
+        max_n = max(1, int(sizes.max()))
+        x = np.zeros((len(parts), max_n) + train_x.shape[1:], dtype=np.float32)
+        y = np.zeros((len(parts), max_n), dtype=np.int32)
+        for i, part in enumerate(parts):
+            x[i, : len(part)], y[i, : len(part)] = train_x[part], train_y[part]
+        return cls(x, y, sizes)
+
+
+def attacker_groups(scenario: Scenario) -> np.ndarray:
+    """The attack group of every client (-1 for benign), fixed for the run."""
+    groups = np.full(scenario.num_clients, -1, dtype=np.int32)
+    order = np.random.default_rng([scenario.seed, 1]).permutation(scenario.num_clients)
+    start = 0
+    for index, group in enumerate(scenario.attacks):
+        groups[order[start : start + group.num_clients]] = index
+        start += group.num_clients
+    return groups
+
+
+def sample_clients(scenario: Scenario, round_number: int) -> np.ndarray:
+    """The client ids sampled in a round; depends only on seed and round."""
+    rng = np.random.default_rng([scenario.seed, 2, round_number])
+    return rng.choice(scenario.num_clients, scenario.training.clients_per_round, replace=False).astype(np.int32)
+
+
+class FlatModel:
+    """The model plugin's Keras model seen as one flat parameter vector."""
+
+    def __init__(self, scenario: Scenario):
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        info = scenario.dataset.info()
+        self.input_shape, self.num_classes = tuple(info.input_shape), info.num_classes
+        # Initial weights are drawn while the functional model is built;
+        # seeding first makes them depend on the scenario seed only.
+        tf.keras.utils.set_random_seed(scenario.seed)
+        self.functional = tff.learning.models.functional_model_from_keras(
+            lambda: scenario.model.build(self.input_shape, self.num_classes),
+            tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            input_spec=(tf.TensorSpec((None,) + self.input_shape, tf.float32), tf.TensorSpec([None], tf.int32)),
+        )
+        trainable, non_trainable = self.functional.initial_weights
+        if non_trainable:
+            raise RunError(f"model '{type(scenario.model).__name__}' has non-trainable weights; not supported yet")
+        self.shapes = [tuple(w.shape) for w in trainable]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.dim = sum(self.sizes)
+        self.initial = np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in trainable])
+        # The functional model runs only in a graph context: evaluation uses a
+        # graph and session of its own, built once.
+        graph = tf.Graph()
+        with graph.as_default():
+            self._flat = tf.compat.v1.placeholder(tf.float32, [self.dim])
+            self._x = tf.compat.v1.placeholder(tf.float32, (None,) + self.input_shape)
+            self._logits = self.functional.predict_on_batch((self.unflatten(self._flat), ()), self._x, training=False)
+        self._session = tf.compat.v1.Session(graph=graph)
+
+    def unflatten(self, flat):
+        import tensorflow as tf
+
+        return tuple(tf.reshape(part, shape) for part, shape in zip(tf.split(flat, self.sizes), self.shapes))
+
+    def predict(self, flat: np.ndarray, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+        return np.concatenate([
+            self._session.run(self._logits, {self._flat: flat, self._x: x[i : i + batch]})
+            for i in range(0, len(x), batch)
+        ])
+
+
+class RoundComputations:
+    """The TFF computations of one scenario, traced once per run."""
+
+    def __init__(self, scenario: Scenario, model: FlatModel, max_examples: int):
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        self.scenario = scenario
+        facts = scenario.facts
+        training = scenario.training
+        optimizer = training.optimizer.build()
+        data_attacks = [g.attack for g in scenario.attacks]
+        update_attacks = [(i, g.attack) for i, g in enumerate(scenario.attacks) if g.attack.poisons_updates]
+        detectors, aggregator = scenario.detectors, scenario.aggregator
+        functional, dim = model.functional, model.dim
+        epochs, batch_size, server_lr = training.local_epochs, training.batch_size, training.server_learning_rate
+
+        weights_type = tff.TensorType(np.float32, [dim])
+        client_type = tff.StructType([
+            ("x", tff.TensorType(np.float32, [max_examples, *model.input_shape])),
+            ("y", tff.TensorType(np.int32, [max_examples])),
+            ("n", tff.TensorType(np.int32)),
+            ("group", tff.TensorType(np.int32)),  # attack group acting this round, -1 if none
+            ("seed", tff.TensorType(np.int64, [2])),
+            ("slot", tff.TensorType(np.int32)),
+        ])
+
+        def poison(x, y, group, seed):
+            if not any(a.poisons_data for a in data_attacks):
+                return x, y
+            branches = [lambda: (x, y)] + [
+                (lambda a=a: a.poison_data(x, y, seed, facts)) if a.poisons_data else (lambda: (x, y))
+                for a in data_attacks
+            ]
+            return tf.switch_case(group + 1, branches)
+
+        @tff.tensorflow.computation(weights_type, client_type)
+        def client_train(flat, data):
+            # Client work: local training from the broadcast global model.
+            start = model.unflatten(flat)
+            x, y = poison(data.x[: data.n], data.y[: data.n], data.group, data.seed)
+
+            def epoch_batches(epoch):
+                order = tf.argsort(tf.random.stateless_uniform([data.n], tf.random.experimental.stateless_fold_in(data.seed, epoch)))
+                return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+            def step(state, indices):
+                weights, opt_state, loss_sum, count = state
+                with tf.GradientTape() as tape:
+                    tape.watch(weights)
+                    logits = functional.predict_on_batch((weights, ()), tf.gather(x, indices), training=True)
+                    loss = functional.loss(logits, tf.gather(y, indices))
+                grads = tape.gradient(loss, weights)
+                opt_state, weights = optimizer.next(opt_state, weights, tuple(grads))
+                taken = tf.cast(tf.size(indices), tf.float32)
+                return tuple(weights), opt_state, loss_sum + loss * taken, count + taken
+
+            opt_state = optimizer.initialize(tuple(tf.TensorSpec(w.shape, w.dtype) for w in start))
+            batches = tf.data.Dataset.range(epochs).flat_map(epoch_batches)
+            final, _, loss_sum, count = batches.reduce((start, opt_state, 0.0, 0.0), step)
+            delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
+            return dict(
+                delta=delta, n=tf.cast(data.n, tf.float32), slot=data.slot, group=data.group,
+                loss=tf.math.divide_no_nan(loss_sum, count),
+            )
+
+        row_type = client_train.type_signature.result
+        row_fields = tff.structure.to_elements(row_type)
+        names = [name for name, _ in row_fields]
+        rows_type = tff.StructType([(name, tff.TensorType(t.dtype, [None, *t.shape])) for name, t in row_fields])
+
+        @tff.tensorflow.computation
+        def no_rows():
+            return {name: tf.zeros([0, *t.shape], t.dtype) for name, t in row_fields}
+
+        @tff.tensorflow.computation(rows_type, row_type)
+        def append_row(rows, row):
+            return {name: tf.concat([rows[name], row[name][None]], axis=0) for name in names}
+
+        @tff.tensorflow.computation(rows_type, rows_type)
+        def merge_rows(a, b):
+            return {name: tf.concat([a[name], b[name]], axis=0) for name in names}
+
+        @tff.tensorflow.computation(rows_type)
+        def in_slot_order(rows):
+            order = tf.argsort(rows["slot"])
+            return {name: tf.gather(rows[name], order) for name in names}
+
+        @tff.tensorflow.computation(weights_type, in_slot_order.type_signature.result)
+        def server_stage(global_weights, rows):
+            updates, groups = rows["delta"], rows["group"]
+            benign = groups < 0
+            # Model poisoning: each attack rewrites its own rows.
+            for index, attack in update_attacks:
+                own = tf.equal(groups, index)
+                updates = attack.poison_updates(updates, own, benign, facts)
+            # Non-finite rows never reach a detector or the aggregator.
+            finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
+            updates = tf.where(finite[:, None], updates, 0.0)
+            keep = finite
+            scores = []
+            for detector in detectors:
+                score, keep = detector.detect(updates, keep, facts)
+                scores.append(score)
+            weights = tf.where(keep, rows["n"], 0.0)
+            aggregate, row_weights = aggregator.aggregate(updates, weights, facts)
+            return dict(
+                weights=global_weights + server_lr * aggregate,
+                update_norm=tf.norm(updates, axis=1),
+                aggregation_weight=row_weights,
+                kept=keep,
+                finite=finite,
+                train_loss=rows["loss"],
+                num_examples=rows["n"],
+                detector_scores=tf.stack(scores, axis=1) if scores else tf.zeros([tf.shape(updates)[0], 0]),
+            )
+
+        @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(client_type, tff.CLIENTS))
+        def run_round(global_weights, client_data):
+            updates = tff.federated_map(client_train, (tff.federated_broadcast(global_weights), client_data))
+            rows = tff.federated_aggregate(updates, no_rows(), append_row, merge_rows, in_slot_order)
+            return tff.federated_map(server_stage, tff.federated_zip((global_weights, rows)))
+
+        self.client_train = client_train
+        self.server_stage = server_stage
+        self.run_round = run_round
+
+
+@attrs.frozen
+class RoundResult:
+    round: int
+    weights: np.ndarray
+    clients: dict[str, np.ndarray]  # per slot
+    metrics: dict[str, float]  # empty when the round was not evaluated
+    seconds: dict[str, float]
+
+
+class Run:
+    """One scenario's run: data prepared, computations traced, rounds executed."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.data = scenario.dataset.load(scenario.seed)
+        parts = scenario.split.partition(self.data.train_y, scenario.num_clients, np.random.default_rng([scenario.seed, 0]))
+        self.clients = ClientData.from_partition(self.data.train_x, self.data.train_y, parts)
+        num_classes = self.data.info.num_classes
+        self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
+        self.groups = attacker_groups(scenario)
+        self.model = FlatModel(scenario)
+        self.computations = RoundComputations(scenario, self.model, self.clients.x.shape[1])
+
+    def client_inputs(self, round_number: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        ids = sample_clients(self.scenario, round_number)
+        active = np.array([g >= 0 and self.scenario.attacks[g].active_in(round_number) for g in self.groups[ids]])
+        acting = np.where(active, self.groups[ids], -1).astype(np.int32)
+        inputs = [
+            dict(
+                x=self.clients.x[cid], y=self.clients.y[cid], n=self.clients.sizes[cid], group=acting[slot],
+                seed=np.array([self.scenario.seed, round_number * self.scenario.num_clients + cid], np.int64),
+                slot=np.int32(slot),
+            )
+            for slot, cid in enumerate(ids)
+        ]
+        return ids, acting, inputs
+
+    def evaluate(self, weights: np.ndarray) -> dict[str, float]:
+        logits = self.model.predict(weights, self.data.test_x)
+        return {f"test_{name}": metric.compute(self.data.test_y, logits) for name, metric in self.scenario.metrics}
+
+    def rounds(self, weights: np.ndarray | None = None, first_round: int = 1):
+        """Yield a `RoundResult` per round, from ``first_round`` on."""
+        weights = self.model.initial if weights is None else weights
+        for round_number in range(first_round, self.scenario.rounds + 1):
+            started = time.perf_counter()
+            ids, acting, inputs = self.client_inputs(round_number)
+            out = self.computations.run_round(weights, inputs)
+            weights = np.asarray(out.pop("weights"), dtype=np.float32)
+            trained = time.perf_counter()
+            metrics = {}
+            if round_number % self.scenario.evaluate_every == 0 or round_number == self.scenario.rounds:
+                metrics = self.evaluate(weights)
+            evaluated = time.perf_counter()
+            clients = {name: np.asarray(value) for name, value in out.items()}
+            clients.update(id=ids, malicious=acting >= 0, attack_group=acting)
+            yield RoundResult(
+                round_number, weights, clients, metrics,
+                {"train": trained - started, "evaluate": evaluated - trained},
+            )

@@ -1,0 +1,201 @@
+"""Loading plugins through pluggy and looking them up by kind and name.
+
+Built-in plugins (the modules of ``fedarena.plugins``) and third-party ones
+(entry point group ``fedarena``) register through the same hooks.  A plugin
+whose import fails is reported with its error while the others still load;
+two plugins claiming one name is an error naming both distributions.
+
+Environment controls, for reproducing a run exactly:
+``FEDARENA_PLUGINS_ONLY`` (comma-separated entry-point names: load only these
+third-party plugins) and ``FEDARENA_PLUGINS_BLOCK`` (never load these).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from importlib import metadata
+
+import attrs
+import pluggy
+
+from fedarena.core import hookspecs
+from fedarena.core.errors import FedarenaError
+from fedarena.core.interfaces import KINDS, Plugin
+from fedarena.core.params import declared_params
+
+ENTRY_POINT_GROUP = "fedarena"
+BUILTIN_MODULES = (
+    "fedarena.plugins.datasets",
+    "fedarena.plugins.splits",
+    "fedarena.plugins.models",
+    "fedarena.plugins.optimizers",
+    "fedarena.plugins.attacks",
+    "fedarena.plugins.aggregators",
+    "fedarena.plugins.metrics",
+)
+# The registration hook of each kind.
+REGISTER_HOOKS = {
+    "dataset": "fedarena_register_datasets",
+    "split": "fedarena_register_splits",
+    "model": "fedarena_register_models",
+    "optimizer": "fedarena_register_optimizers",
+    "attack": "fedarena_register_attacks",
+    "detector": "fedarena_register_detectors",
+    "aggregator": "fedarena_register_aggregators",
+    "metric": "fedarena_register_metrics",
+}
+
+
+class PluginConflict(FedarenaError):
+    exit_code = 2
+
+
+@attrs.frozen
+class Provider:
+    """The distribution that ships a plugin."""
+
+    distribution: str
+    version: str
+
+
+@attrs.frozen
+class PluginEntry:
+    kind: str
+    name: str
+    cls: type
+    provider: Provider
+
+    @property
+    def doc(self) -> str:
+        return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
+
+    def params(self):
+        return declared_params(self.cls)
+
+
+class KindRegistrar:
+    """What a registration hook receives: ``registry.add(name, cls)``."""
+
+    def __init__(self, registry: "Registry", kind: str, provider: Provider):
+        self._registry, self.kind, self._provider = registry, kind, provider
+
+    def add(self, name: str, cls: type) -> None:
+        base = KINDS[self.kind]
+        if not (isinstance(cls, type) and issubclass(cls, base) and attrs.has(cls)):
+            raise TypeError(f"{self.kind} plugin '{name}' must be an attrs class subclassing {base.__qualname__}")
+        self._registry._add(PluginEntry(self.kind, name, cls, self._provider))
+
+
+class Registry:
+    """Every plugin that loaded, by kind and name, and what failed to load."""
+
+    def __init__(self, manager: pluggy.PluginManager):
+        self.manager = manager
+        self._entries: dict[tuple[str, str], PluginEntry] = {}
+        self.load_errors: list[str] = []
+
+    def _add(self, entry: PluginEntry) -> None:
+        key = (entry.kind, entry.name)
+        if key in self._entries:
+            first = self._entries[key].provider
+            raise PluginConflict(
+                f"two plugins claim the {entry.kind} name '{entry.name}': "
+                f"{first.distribution} {first.version} and "
+                f"{entry.provider.distribution} {entry.provider.version}; uninstall one, "
+                f"or block one with FEDARENA_PLUGINS_BLOCK"
+            )
+        self._entries[key] = entry
+
+    def get(self, kind: str, name: str) -> PluginEntry | None:
+        return self._entries.get((kind, name))
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self._entries if k == kind)
+
+    def entries(self, kind: str | None = None) -> list[PluginEntry]:
+        return sorted(
+            (e for e in self._entries.values() if kind is None or e.kind == kind), key=lambda e: (e.kind, e.name)
+        )
+
+    def provider_of(self, plugin: Plugin) -> Provider:
+        for entry in self._entries.values():
+            if entry.cls is type(plugin):
+                return entry.provider
+        return Provider("unknown", "")
+
+    @property
+    def hook(self):
+        return self.manager.hook
+
+
+def _env_names(variable: str) -> set[str]:
+    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+def _fedarena_provider() -> Provider:
+    try:
+        return Provider("fedarena", metadata.version("fedarena"))
+    except metadata.PackageNotFoundError:
+        return Provider("fedarena", "0+unknown")
+
+
+def build_registry(extra_plugins: tuple = ()) -> Registry:
+    """Load built-in and installed plugins and collect their registrations.
+
+    ``extra_plugins`` are (name, plugin object) pairs registered as if they
+    came from an entry point (used by the pytest fixtures).
+    """
+    manager = pluggy.PluginManager("fedarena")
+    manager.add_hookspecs(hookspecs)
+    registry = Registry(manager)
+    providers: dict[str, Provider] = {}
+
+    builtin = _fedarena_provider()
+    for module_name in BUILTIN_MODULES:
+        manager.register(importlib.import_module(module_name), name=module_name)
+        providers[module_name] = builtin
+
+    only, blocked = _env_names("FEDARENA_PLUGINS_ONLY"), _env_names("FEDARENA_PLUGINS_BLOCK")
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in blocked or (only and entry_point.name not in only):
+            continue
+        dist = entry_point.dist
+        provider = Provider(dist.name, dist.version) if dist else Provider(entry_point.value, "")
+        try:
+            plugin = entry_point.load()
+            manager.register(plugin, name=entry_point.name)
+        except Exception as error:  # a broken plugin must not stop the others
+            registry.load_errors.append(
+                f"plugin '{entry_point.name}' ({provider.distribution}) failed to load: "
+                f"{type(error).__name__}: {error}"
+            )
+            continue
+        providers[entry_point.name] = provider
+    for name, plugin in extra_plugins:
+        manager.register(plugin, name=name)
+        providers[name] = Provider(name, "")
+
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginConflict(f"a plugin implements a hook that does not exist: {error}") from None
+
+    for kind, hook_name in REGISTER_HOOKS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            registrar = KindRegistrar(registry, kind, providers.get(impl.plugin_name, Provider(impl.plugin_name, "")))
+            try:
+                impl.function(registry=registrar)
+            except PluginConflict:
+                raise
+            except Exception as error:
+                registry.load_errors.append(
+                    f"plugin '{impl.plugin_name}' failed to register its {kind}s: {type(error).__name__}: {error}"
+                )
+    return registry
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    return build_registry()

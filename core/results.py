@@ -1,0 +1,127 @@
+"""The HDF5 record of a run (schema: docs/results.md).
+
+The file is opened, appended to and closed once per round, so that between
+rounds it is complete and readable by anyone, and a crash (even SIGKILL)
+leaves every completed round in it with ``status`` still ``running``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fedarena.core.errors import UsageError
+
+STATUSES = ("running", "complete", "interrupted", "failed")
+_STRING = h5py.string_dtype()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def claim_output(path: str | os.PathLike, force: bool) -> Path:
+    """Check that a results file may be written at ``path`` (before any work)."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it, or choose another output")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name for the results")
+    return path
+
+
+class ResultsWriter:
+    """Appends a run's rounds to its HDF5 file."""
+
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        self.path = claim_output(path, force)
+
+    def _open(self, mode: str = "a") -> h5py.File:
+        return h5py.File(self.path, mode)
+
+    def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray) -> None:
+        from fedarena import __version__
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._open("w") as f:
+            f.attrs["fedarena_version"] = __version__
+            f.attrs["scenario"] = scenario.source
+            f.attrs["scenario_sha256"] = hashlib.sha256(scenario.source.encode()).hexdigest()
+            f.attrs["scenario_file"] = scenario.filename
+            f.attrs["title"] = scenario.title
+            f.attrs["seed"] = scenario.seed
+            f.attrs["rounds_planned"] = scenario.rounds
+            f.attrs["rounds_done"] = 0
+            f.attrs["status"] = "running"
+            f.attrs["started_at"] = _now()
+            versions = f.create_group("versions")
+            for dist in ("tensorflow", "tensorflow-federated", "numpy", "h5py", "pluggy", "lark", "attrs"):
+                versions.attrs[dist] = _version(dist)
+            plugins = f.create_group("plugins")
+            for role, plugin in scenario.plugins():
+                provider = registry.provider_of(plugin)
+                group = plugins.create_group(role.replace(":", "_"))
+                group.attrs["role"] = role
+                group.attrs["class"] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+                group.attrs["parameters"] = repr(plugin)
+                group.attrs["distribution"] = provider.distribution
+                group.attrs["version"] = provider.version
+            split = f.create_group("split")
+            split.create_dataset("class_histogram", data=class_histogram.astype(np.int64))
+            split.create_dataset("num_examples", data=class_histogram.sum(axis=1).astype(np.int64))
+            split.create_dataset("attack_group", data=attack_groups)
+            split.attrs["attack_groups"] = np.array([g.name for g in scenario.attacks], dtype=object).astype(_STRING) \
+                if scenario.attacks else np.array([], dtype=_STRING)
+            f.create_group("metrics")
+            f.create_group("clients")
+            f.create_group("timing")
+
+    @staticmethod
+    def _append(group: h5py.Group, name: str, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        if name not in group:
+            group.create_dataset(name, data=value[None], maxshape=(None, *value.shape), chunks=True)
+            return
+        dataset = group[name]
+        dataset.resize(dataset.shape[0] + 1, axis=0)
+        dataset[-1] = value
+
+    def write_round(self, result) -> None:
+        with self._open() as f:
+            for name, value in result.clients.items():
+                self._append(f["clients"], name, value)
+            self._append(f["timing"], "round", np.int32(result.round))
+            for name, value in result.seconds.items():
+                self._append(f["timing"], f"{name}_seconds", np.float64(value))
+            if result.metrics:
+                self._append(f["metrics"], "round", np.int32(result.round))
+                for name, value in result.metrics.items():
+                    self._append(f["metrics"], name, np.float64(value))
+            # The latest global model, so that a finished or broken run keeps it.
+            if "model" in f:
+                f["model/weights"][...] = result.weights
+            else:
+                f.create_dataset("model/weights", data=result.weights)
+            f["model"].attrs["round"] = result.round
+            f.attrs["rounds_done"] = result.round
+
+    def finish(self, status: str, message: str = "") -> None:
+        assert status in STATUSES
+        with self._open() as f:
+            f.attrs["status"] = status
+            f.attrs["finished_at"] = _now()
+            if message:
+                f.attrs["error"] = message
