@@ -14,15 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+from fedarena.core import interrupts
 from fedarena.core.errors import FedarenaError, ScenarioError, UsageError
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that every cleanup runs."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def read_scenario(path: str):
@@ -149,21 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return args.handler(args)
+        with interrupts.handled():
+            return args.handler(args)
     except FedarenaError as error:
         print(f"error: {error}" if not isinstance(error, ScenarioError) else str(error), file=sys.stderr)
         return error.exit_code
-    except Terminated:
-        print("\nterminated; the results file keeps every completed round", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("\ninterrupted; the results file keeps every completed round", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"\nstopped by {signal.Signals(signum).name}; the results file keeps every completed round",
+              file=sys.stderr)
+        return 128 + signum
+
+
+def console_main() -> None:
+    """The ``fedarena`` script: `main`, then an exit that cannot hang.
+
+    After an interrupt, a TFF call may still be blocked in one of TFF's
+    threads on a worker we have already stopped; the interpreter's normal
+    shutdown would wait for it.  Everything is written and every worker is
+    stopped by now, so the process leaves at once.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

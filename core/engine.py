@@ -18,10 +18,12 @@ for evaluation.
 
 from __future__ import annotations
 
+import threading
 import time
 import attrs
 import numpy as np
 
+from fedarena.core import interrupts
 from fedarena.core.check import Scenario
 from fedarena.core.errors import RunError
 
@@ -236,6 +238,37 @@ class RoundComputations:
         self.run_round = run_round
 
 
+def call_interruptibly(function, *args):
+    """Call a TFF computation so that Ctrl-C and SIGTERM still reach us.
+
+    TFF's synchronous context waits on a future with no timeout; a signal
+    that the kernel delivers to one of gRPC's threads then never wakes the
+    main thread.  The call runs in a daemon thread instead, and the main
+    thread waits in short slices, checking for a stop request between them.  TFF's context stack is per thread, so the caller's context is
+    installed in the helper thread.
+    """
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+
+    context = context_stack_impl.context_stack.current
+    outcome: dict = {}
+
+    def target():
+        try:
+            with context_stack_impl.context_stack.install(context):
+                outcome["value"] = function(*args)
+        except BaseException as error:  # handed to the main thread below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="fedarena-tff-call", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+        interrupts.check()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 @attrs.frozen
 class RoundResult:
     round: int
@@ -283,7 +316,7 @@ class Run:
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
-            out = self.computations.run_round(weights, inputs)
+            out = call_interruptibly(self.computations.run_round, weights, inputs)
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
             trained = time.perf_counter()
             metrics = {}

@@ -8,6 +8,7 @@ import time
 
 import attrs
 
+from fedarena.core import interrupts
 from fedarena.core.check import Scenario
 from fedarena.core.errors import FedarenaError, RunError
 from fedarena.core.registry import Registry
@@ -79,12 +80,17 @@ def run_scenario(
         except Exception as error:
             raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
         info = RunInfo(scenario, str(writer.path), tuple(addresses))
-        writer.start(scenario, registry, run.class_histogram, run.groups)
+        try:
+            writer.start(scenario, registry, run.class_histogram, run.groups)
+        except OSError as error:
+            raise RunError(f"cannot write the results file {writer.path}: {error}") from None
         hook.fedarena_run_start(run=info)
-        status, message, final = "failed", "", {}
+        status, message, final, done = "failed", "", {}, 0
         try:
             for result in run.rounds():
                 writer.write_round(result)
+                done = result.round
+                interrupts.check()
                 final.update(result.metrics)
                 progress.update(result)
                 answers = hook.fedarena_round_end(run=info, round=result.round, metrics=dict(result.metrics))
@@ -95,14 +101,14 @@ def run_scenario(
             else:
                 status = "complete"
         except KeyboardInterrupt:
-            status, message = "interrupted", "interrupted by a signal"
+            status, message = "interrupted", f"interrupted by a signal after round {done}"
             raise
         except FedarenaError as error:
-            message = str(error)
+            message = f"round {done + 1}: {error}"
             raise
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
-            raise RunError(f"the run failed: {message}") from error
+            message = f"round {done + 1}: {type(error).__name__}: {error}"
+            raise RunError(f"the run failed in {message}") from error
         finally:
             progress.close()
             writer.finish(status, message)

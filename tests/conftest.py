@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny scenarios, a TFF context owned by the test session,
+and helpers to run the ``fedarena`` command as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = """\
+scenario "tiny" {{
+  seed {seed}
+  rounds {rounds}
+  dataset synthetic(samples = 600, features = 8, classes = 3)
+  split iid over 6 clients
+  model mlp(hidden = [8])
+  training {{
+    clients_per_round 4
+    local_epochs 1
+    batch_size 16
+    optimizer sgd(learning_rate = 0.2)
+  }}
+{attack}  aggregator {aggregator}
+  output "{output}"
+}}
+"""
+
+
+LABEL_FLIP = """\
+  attack label_flip(mode = "all_to_one", target = 0) {
+    clients 2
+  }
+"""
+
+
+def tiny_scenario(
+    output: str | os.PathLike = "out.h5", rounds: int = 3, seed: int = 1, aggregator: str = "fedavg",
+    attack: str = LABEL_FLIP,
+) -> str:
+    """A scenario small enough for a test: 6 clients, 4 per round, 2 attackers."""
+    return TINY.format(output=output, rounds=rounds, seed=seed, aggregator=aggregator, attack=attack)
+
+
+@pytest.fixture
+def write_scenario(tmp_path):
+    def write(text: str, name: str = "scenario.fls") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tff_context():
+    """One fedarena-owned TFF worker for the in-process tests of this session."""
+    from fedarena.core.workers import tff_workers
+
+    with tff_workers() as addresses:
+        yield addresses
+
+
+def fedarena_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fedarena.core.cli", *map(str, args)]
+
+
+def run_fedarena(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        fedarena_command(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def worker_children(pid: int) -> list[int]:
+    """Pids of TFF worker_binary processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == pid and b"worker_binary" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status

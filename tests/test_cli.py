@@ -1,0 +1,175 @@
+"""The ``fedarena`` command as a user meets it: exit codes, messages, the
+HDF5 contract, and no TFF worker left behind on any way out."""
+
+import os
+import signal
+import subprocess
+import time
+
+import attrs
+import h5py
+import numpy as np
+import pytest
+
+from fedarena.core import cli, registry as registry_module
+from fedarena.core.interfaces import Aggregator
+
+from conftest import REPO, alive, fedarena_command, run_fedarena, tiny_scenario, worker_children
+
+
+def read(path):
+    with h5py.File(path, "r") as f:
+        attrs_ = dict(f.attrs)
+        data = {}
+        f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return attrs_, data
+
+
+def test_run_writes_the_hdf5_contract(tmp_path, write_scenario):
+    out = tmp_path / "out.h5"
+    path = write_scenario(tiny_scenario(out, rounds=3))
+    result = run_fedarena("run", path)
+    assert result.returncode == 0, result.stderr
+    assert f"results written to {out}" in result.stdout
+    assert "Traceback" not in result.stderr
+    root, data = read(out)
+    assert root["status"] == "complete"
+    assert root["scenario"] == path.read_text()
+    assert root["seed"] == 1 and root["fedarena_version"]
+    assert data["metrics/round"].tolist() == [1, 2, 3]
+    assert data["metrics/test_accuracy"].shape == data["metrics/test_loss"].shape == (3,)
+    for name in ("id", "malicious", "update_norm", "attack_group", "aggregation_weight"):
+        assert data[f"clients/{name}"].shape == (3, 4), name
+    # Malicious flags agree with the attack groups fixed at the start.
+    assignment = data["split/attack_group"]
+    assert (assignment >= 0).sum() == 2
+    assert (data["clients/malicious"] == (assignment[data["clients/id"]] >= 0)).all()
+    assert np.allclose(data["clients/aggregation_weight"].sum(axis=1), 1.0)
+    assert data["model/weights"].ndim == 1
+
+
+def test_existing_output_is_never_overwritten_without_force(tmp_path, write_scenario):
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    path = write_scenario(tiny_scenario(out, rounds=1))
+    result = run_fedarena("run", path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {out} already exists; pass --force to overwrite it, or choose another output"
+    assert out.read_bytes() == b"precious"
+    assert run_fedarena("run", path, "--force").returncode == 0
+    assert read(out)[0]["status"] == "complete"
+
+
+def test_bad_scenario_exits_2_with_the_place_and_no_traceback(tmp_path, write_scenario):
+    path = write_scenario(tiny_scenario(tmp_path / "out.h5").replace("aggregator fedavg", "aggregator fedavgg"))
+    result = run_fedarena("run", path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == f"{path}:16:14: unknown aggregator 'fedavgg'; did you mean 'fedavg'?"
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    missing = run_fedarena("run", tmp_path / "nope.fls")
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.fls'}: no such scenario file"
+    assert run_fedarena("frobnicate").returncode == 2
+    assert run_fedarena("run").returncode == 2
+
+
+def test_help_explains_the_commands():
+    top = run_fedarena("--help")
+    assert top.returncode == 0 and "run" in top.stdout and "check" in top.stdout
+    run = run_fedarena("run", "--help")
+    assert run.returncode == 0 and "--force" in run.stdout and "never overwritten" in run.stdout
+
+
+def test_check_validates_without_running(tmp_path, write_scenario):
+    result = run_fedarena("check", REPO / "scenarios" / "quickstart.fls")
+    assert result.returncode == 0
+    assert "ok (20 rounds, 20 clients, 4 attackers)" in result.stdout
+
+
+@attrs.frozen
+class Exploding(Aggregator):
+    """Fails inside the TFF computation at run time."""
+
+    def aggregate(self, updates, weights, facts):
+        import tensorflow as tf
+
+        with tf.control_dependencies([tf.debugging.assert_less(tf.reduce_sum(weights), 0.0, message="boom")]):
+            return tf.zeros_like(updates[0]), tf.zeros_like(weights)
+
+
+class ExplodingPlugin:
+    from fedarena import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def fedarena_register_aggregators(registry):
+        registry.add("exploding", Exploding)
+
+
+def test_a_failing_run_exits_1_marks_the_file_and_stops_its_worker(tmp_path, write_scenario, monkeypatch, capsys, tff_context):
+    registry = registry_module.build_registry(extra_plugins=(("exploding", ExplodingPlugin),))
+    monkeypatch.setattr(registry_module, "default_registry", lambda: registry)
+    before = set(worker_children(os.getpid()))
+    out = tmp_path / "out.h5"
+    path = write_scenario(tiny_scenario(out, aggregator="exploding"))
+    assert cli.main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run failed in round 1:") and "boom" in err
+    assert read(out)[0]["status"] == "failed"
+    assert set(worker_children(os.getpid())) == before
+
+
+def wait_for_rounds(process, out, rounds=2, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            with h5py.File(out, "r", locking=False) as f:
+                if f.attrs["rounds_done"] >= rounds:
+                    return
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the run never got going")
+
+
+def start_long_run(tmp_path, write_scenario):
+    out = tmp_path / "out.h5"
+    path = write_scenario(tiny_scenario(out, rounds=100000))
+    process = subprocess.Popen(
+        fedarena_command("run", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    wait_for_rounds(process, out)
+    workers = worker_children(process.pid)
+    assert len(workers) == 1
+    return process, out, workers[0]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_the_run_keep_rounds_and_leave_no_worker(tmp_path, write_scenario, signum, code):
+    process, out, worker = start_long_run(tmp_path, write_scenario)
+    process.send_signal(signum)
+    assert process.wait(60) == code
+    assert "Traceback" not in process.stderr.read()
+    assert not alive(worker)
+    root, data = read(out)
+    assert root["status"] == "interrupted"
+    assert root["rounds_done"] >= 2
+    assert len(data["metrics/round"]) == data["clients/id"].shape[0] == root["rounds_done"]
+
+
+def test_sigkill_leaves_no_worker_and_a_readable_file(tmp_path, write_scenario):
+    process, out, worker = start_long_run(tmp_path, write_scenario)
+    process.kill()
+    process.wait(30)
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
+    root, data = read(out)
+    assert root["status"] == "running"
+    assert data["clients/id"].shape[0] == len(data["metrics/round"]) == root["rounds_done"] >= 2

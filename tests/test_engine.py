@@ -1,0 +1,108 @@
+"""The TFF round: its aggregate against NumPy, determinism, and the pieces
+it is made of (data poisoning, aggregators) on hand-made inputs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedarena.core.check import check
+from fedarena.core.engine import Run, sample_clients
+from fedarena.core.interfaces import Facts
+from fedarena.core.language import parse
+from fedarena.core.registry import default_registry
+from fedarena.plugins.aggregators import FedAvg, Median
+from fedarena.plugins.attacks import LabelFlip
+
+from conftest import tiny_scenario
+
+FACTS = Facts(num_clients=10, clients_per_round=5, num_classes=4, input_shape=(2,))
+
+
+def tiny_run(**kwargs) -> Run:
+    return Run(check(parse(tiny_scenario(**kwargs), "tiny.fls"), default_registry()))
+
+
+def test_one_tff_round_equals_numpy_fedavg_of_the_same_client_updates(tff_context):
+    run = tiny_run()
+    start = run.model.initial
+    ids, acting, inputs = run.client_inputs(1)
+    assert (acting >= 0).any(), "the round should include an attacker for this test to mean something"
+    solo = [run.computations.client_train(start, client) for client in inputs]
+    deltas = np.stack([np.asarray(s["delta"]) for s in solo])
+    examples = np.array([float(s["n"]) for s in solo])
+    assert examples.tolist() == run.clients.sizes[ids].tolist()
+    expected = start + (examples[:, None] * deltas).sum(axis=0) / examples.sum()
+
+    out = run.computations.run_round(start, inputs)
+    np.testing.assert_allclose(out["weights"], expected, atol=1e-6)
+    np.testing.assert_allclose(out["update_norm"], np.linalg.norm(deltas, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(out["aggregation_weight"], examples / examples.sum(), rtol=1e-6)
+
+
+def test_rounds_learn_and_are_deterministic_under_the_seed(tff_context):
+    first = [r.metrics["test_accuracy"] for r in tiny_run(rounds=4, attack="").rounds()]
+    again = [r.metrics["test_accuracy"] for r in tiny_run(rounds=4, attack="").rounds()]
+    assert first == again
+    assert first[-1] > 0.8  # 3 well-separated classes: chance is 1/3
+
+
+def test_client_sampling_depends_only_on_seed_and_round():
+    scenario = check(parse(tiny_scenario(), "t.fls"), default_registry())
+    assert sample_clients(scenario, 3).tolist() == sample_clients(scenario, 3).tolist()
+    assert len(set(sample_clients(scenario, 3))) == scenario.training.clients_per_round
+
+
+def test_malicious_clients_poison_their_data_and_only_theirs(tff_context):
+    run = tiny_run()
+    start = run.model.initial
+    _, acting, inputs = run.client_inputs(1)
+    slot = int(np.flatnonzero(acting >= 0)[0])
+    honest = dict(inputs[slot], group=np.int32(-1))
+    poisoned = run.computations.client_train(start, inputs[slot])["delta"]
+    clean = run.computations.client_train(start, honest)["delta"]
+    assert np.abs(np.asarray(poisoned) - np.asarray(clean)).max() > 1e-3
+
+
+def test_label_flip_targeted_flips_exactly_the_source_class():
+    y = tf.constant([0, 1, 2, 3, 1, 1], tf.int32)
+    _, flipped = LabelFlip(source=1, target=3).poison_data(None, y, tf.constant([1, 2], tf.int64), FACTS)
+    assert flipped.numpy().tolist() == [0, 3, 2, 3, 3, 3]
+
+
+def test_label_flip_all_to_one_and_random():
+    y = tf.constant(np.arange(400) % 4, tf.int32)
+    seed = tf.constant([5, 6], tf.int64)
+    _, all_to_one = LabelFlip(mode="all_to_one", target=2).poison_data(None, y, seed, FACTS)
+    assert set(all_to_one.numpy().tolist()) == {2}
+    _, randomised = LabelFlip(mode="random").poison_data(None, y, seed, FACTS)
+    randomised = randomised.numpy()
+    assert (randomised != y.numpy()).all()  # a random flip never keeps the label
+    assert set(randomised.tolist()) == {0, 1, 2, 3}
+
+
+def test_label_flip_poison_ratio_flips_about_that_share():
+    y = tf.zeros([10000], tf.int32)
+    _, flipped = LabelFlip(source=0, target=1, poison_ratio=0.3).poison_data(None, y, tf.constant([1, 1], tf.int64), FACTS)
+    assert abs(flipped.numpy().mean() - 0.3) < 0.02
+
+
+@pytest.mark.parametrize("rows", [5, 6])
+def test_median_equals_numpy_median(rows):
+    updates = np.random.default_rng(rows).normal(size=(rows, 7)).astype(np.float32)
+    aggregate, share = Median().aggregate(tf.constant(updates), tf.ones([rows]), FACTS)
+    np.testing.assert_allclose(aggregate.numpy(), np.median(updates, axis=0), rtol=1e-6)
+    assert np.allclose(share.numpy(), 1 / rows)
+
+
+def test_median_ignores_rows_with_zero_weight():
+    updates = np.array([[1.0], [2.0], [100.0], [3.0]], np.float32)
+    aggregate, share = Median().aggregate(tf.constant(updates), tf.constant([1.0, 1.0, 0.0, 1.0]), FACTS)
+    assert aggregate.numpy().tolist() == [2.0]
+    assert share.numpy()[2] == 0
+
+
+def test_fedavg_weights_by_examples():
+    updates = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    aggregate, share = FedAvg().aggregate(updates, tf.constant([1.0, 3.0]), FACTS)
+    np.testing.assert_allclose(aggregate.numpy(), [0.25, 0.75])
+    np.testing.assert_allclose(share.numpy(), [0.25, 0.75])
