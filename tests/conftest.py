@@ -78,8 +78,9 @@ def run_fedarena(*args: str, cwd: Path | None = None, timeout: float = 300) -> s
     )
 
 
-def worker_children(pid: int) -> list[int]:
-    """Pids of TFF worker_binary processes whose parent is ``pid``."""
+def worker_children(pid: int | None) -> list[int]:
+    """Pids of live TFF worker_binary processes whose parent is ``pid``
+    (any parent when ``pid`` is None)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -90,7 +91,7 @@ def worker_children(pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        if ppid == pid and b"worker_binary" in cmdline:
+        if (pid is None or ppid == pid) and b"worker_binary" in cmdline and "State:\tZ" not in status:
             found.append(int(entry.name))
     return found
 

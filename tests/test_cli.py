@@ -28,8 +28,10 @@ def read(path):
 def test_run_writes_the_hdf5_contract(tmp_path, write_scenario):
     out = tmp_path / "out.h5"
     path = write_scenario(tiny_scenario(out, rounds=3))
+    workers_before = set(worker_children(None))
     result = run_fedarena("run", path)
     assert result.returncode == 0, result.stderr
+    assert set(worker_children(None)) <= workers_before  # the run's own worker is gone
     assert f"results written to {out}" in result.stdout
     assert "Traceback" not in result.stderr
     root, data = read(out)
@@ -173,3 +175,19 @@ def test_sigkill_leaves_no_worker_and_a_readable_file(tmp_path, write_scenario):
     root, data = read(out)
     assert root["status"] == "running"
     assert data["clients/id"].shape[0] == len(data["metrics/round"]) == root["rounds_done"] >= 2
+
+
+def test_quickstart_learns_despite_label_flipping_within_two_minutes(tmp_path):
+    out = tmp_path / "quickstart.h5"
+    started = time.monotonic()
+    result = run_fedarena("run", REPO / "scenarios" / "quickstart.fls", "-o", out)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 120
+    assert "test_accuracy" in result.stdout and f"results written to {out}" in result.stdout
+    root, data = read(out)
+    assert root["status"] == "complete" and root["rounds_done"] == 20
+    assert data["metrics/round"].tolist() == list(range(1, 21))
+    assert data["metrics/test_accuracy"][-1] > 0.8
+    assert data["clients/id"].shape == (20, 5)
+    assert (data["split/attack_group"] >= 0).sum() == 4
