@@ -26,6 +26,7 @@ import numpy as np
 from fedarena.core import interrupts
 from fedarena.core.check import Scenario
 from fedarena.core.errors import RunError
+from fedarena.core.interfaces import Layer, ServerContext
 
 
 @attrs.frozen(eq=False)
@@ -48,15 +49,18 @@ class ClientData:
         return cls(x, y, sizes)
 
 
-def attacker_groups(scenario: Scenario) -> np.ndarray:
-    """The attack group of every client (-1 for benign), fixed for the run."""
+def attacker_groups(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """The attack group of every client (-1 for benign) and its index within
+    that group, fixed for the run."""
     groups = np.full(scenario.num_clients, -1, dtype=np.int32)
+    members = np.zeros(scenario.num_clients, dtype=np.int32)
     order = np.random.default_rng([scenario.seed, 1]).permutation(scenario.num_clients)
     start = 0
     for index, group in enumerate(scenario.attacks):
-        groups[order[start : start + group.num_clients]] = index
+        chosen = order[start : start + group.num_clients]
+        groups[chosen], members[chosen] = index, np.arange(len(chosen))
         start += group.num_clients
-    return groups
+    return groups, members
 
 
 def sample_clients(scenario: Scenario, round_number: int) -> np.ndarray:
@@ -88,6 +92,10 @@ class FlatModel:
         self.shapes = [tuple(w.shape) for w in trainable]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.dim = sum(self.sizes)
+        with tf.Graph().as_default():  # a throwaway copy, only for the layer names
+            names = [w.name for w in scenario.model.build(self.input_shape, self.num_classes).trainable_weights]
+        offsets = np.cumsum([0] + self.sizes[:-1])
+        self.layers = tuple(Layer(n, s, int(o)) for n, s, o in zip(names, self.shapes, offsets))
         self.initial = np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in trainable])
         # The functional model runs only in a graph context: evaluation uses a
         # graph and session of its own, built once.
@@ -135,13 +143,15 @@ class RoundComputations:
             ("group", tff.TensorType(np.int32)),  # attack group acting this round, -1 if none
             ("seed", tff.TensorType(np.int64, [2])),
             ("slot", tff.TensorType(np.int32)),
+            ("client", tff.TensorType(np.int32)),
+            ("member", tff.TensorType(np.int32)),  # index within its attack group
         ])
 
-        def poison(x, y, group, seed):
+        def poison(x, y, group, seed, member):
             if not any(a.poisons_data for a in data_attacks):
                 return x, y
             branches = [lambda: (x, y)] + [
-                (lambda a=a: a.poison_data(x, y, seed, facts)) if a.poisons_data else (lambda: (x, y))
+                (lambda a=a: a.poison_data(x, y, seed, facts, member)) if a.poisons_data else (lambda: (x, y))
                 for a in data_attacks
             ]
             return tf.switch_case(group + 1, branches)
@@ -150,7 +160,7 @@ class RoundComputations:
         def client_train(flat, data):
             # Client work: local training from the broadcast global model.
             start = model.unflatten(flat)
-            x, y = poison(data.x[: data.n], data.y[: data.n], data.group, data.seed)
+            x, y = poison(data.x[: data.n], data.y[: data.n], data.group, data.seed, data.member)
 
             def epoch_batches(epoch):
                 order = tf.argsort(tf.random.stateless_uniform([data.n], tf.random.experimental.stateless_fold_in(data.seed, epoch)))
@@ -172,7 +182,7 @@ class RoundComputations:
             final, _, loss_sum, count = batches.reduce((start, opt_state, 0.0, 0.0), step)
             delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
             return dict(
-                delta=delta, n=tf.cast(data.n, tf.float32), slot=data.slot, group=data.group,
+                delta=delta, n=tf.cast(data.n, tf.float32), slot=data.slot, group=data.group, client=data.client,
                 loss=tf.math.divide_no_nan(loss_sum, count),
             )
 
@@ -198,26 +208,55 @@ class RoundComputations:
             order = tf.argsort(rows["slot"])
             return {name: tf.gather(rows[name], order) for name in names}
 
-        @tff.tensorflow.computation(weights_type, in_slot_order.type_signature.result)
-        def server_stage(global_weights, rows):
+        # Server-side plugins with state across rounds, by key.
+        stateful = [(f"attack_{i}", a) for i, a in update_attacks]
+        stateful += [(f"detector_{i}", d) for i, d in enumerate(detectors)] + [("aggregator", aggregator)]
+        self.initial_state = {}
+        for key, plugin in stateful:
+            state = {name: np.asarray(value) for name, value in plugin.initial_state(dim, facts).items()}
+            if state:
+                self.initial_state[key] = state
+        round_type = tff.StructType([
+            ("round", tff.TensorType(np.int32)),
+            ("seed", tff.TensorType(np.int64, [2])),
+            ("state", tff.StructType([
+                (key, tff.StructType([(name, tff.TensorType(v.dtype, v.shape)) for name, v in state.items()]))
+                for key, state in self.initial_state.items()
+            ])),
+        ])
+        layers = model.layers
+
+        @tff.tensorflow.computation(weights_type, in_slot_order.type_signature.result, round_type)
+        def server_stage(global_weights, rows, round_info):
+            state = {key: dict(round_info.state[key]) for key in self.initial_state}
             updates, groups = rows["delta"], rows["group"]
+            ctx = ServerContext(
+                facts=facts, layers=layers, client_ids=rows["client"], num_examples=rows["n"],
+                global_weights=global_weights, round=round_info.round, seed=round_info.seed,
+            )
             benign = groups < 0
             # Model poisoning: each attack rewrites its own rows.
             for index, attack in update_attacks:
-                own = tf.equal(groups, index)
-                updates = attack.poison_updates(updates, own, benign, facts)
+                key = f"attack_{index}"
+                updates, new = attack.poison_updates_with_state(updates, tf.equal(groups, index), benign, ctx,
+                                                                state.get(key, {}))
+                state.update({key: new} if key in state else {})
             # Non-finite rows never reach a detector or the aggregator.
             finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
             updates = tf.where(finite[:, None], updates, 0.0)
-            keep = finite
-            scores = []
-            for detector in detectors:
-                score, keep = detector.detect(updates, keep, facts)
-                scores.append(score)
+            keep, scores = finite, []
+            for index, detector in enumerate(detectors):
+                key = f"detector_{index}"
+                updates, score, keep, new = detector.detect_with_state(updates, keep, ctx, state.get(key, {}))
+                scores.append(tf.cast(score, tf.float32))
+                state.update({key: new} if key in state else {})
             weights = tf.where(keep, rows["n"], 0.0)
-            aggregate, row_weights = aggregator.aggregate(updates, weights, facts)
+            aggregate, row_weights, new = aggregator.aggregate_with_state(updates, weights, ctx,
+                                                                          state.get("aggregator", {}))
+            state.update({"aggregator": new} if "aggregator" in state else {})
             return dict(
                 weights=global_weights + server_lr * aggregate,
+                state=state,
                 update_norm=tf.norm(updates, axis=1),
                 aggregation_weight=row_weights,
                 kept=keep,
@@ -227,11 +266,18 @@ class RoundComputations:
                 detector_scores=tf.stack(scores, axis=1) if scores else tf.zeros([tf.shape(updates)[0], 0]),
             )
 
-        @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER), tff.FederatedType(client_type, tff.CLIENTS))
-        def run_round(global_weights, client_data):
+        @tff.federated_computation(
+            tff.FederatedType(weights_type, tff.SERVER),
+            tff.FederatedType(client_type, tff.CLIENTS),
+            tff.FederatedType(round_type, tff.SERVER),
+        )
+        def run_round(global_weights, client_data, round_info):
+            # Client work.
             updates = tff.federated_map(client_train, (tff.federated_broadcast(global_weights), client_data))
+            # Gather the rows at the server, in slot order.
             rows = tff.federated_aggregate(updates, no_rows(), append_row, merge_rows, in_slot_order)
-            return tff.federated_map(server_stage, tff.federated_zip((global_weights, rows)))
+            # Server stage: model poisoning, detection, aggregation, server step.
+            return tff.federated_map(server_stage, tff.federated_zip((global_weights, rows, round_info)))
 
         self.client_train = client_train
         self.server_stage = server_stage
@@ -273,6 +319,7 @@ def call_interruptibly(function, *args):
 class RoundResult:
     round: int
     weights: np.ndarray
+    state: dict  # server-side plugin state after the round
     clients: dict[str, np.ndarray]  # per slot
     metrics: dict[str, float]  # empty when the round was not evaluated
     seconds: dict[str, float]
@@ -288,7 +335,7 @@ class Run:
         self.clients = ClientData.from_partition(self.data.train_x, self.data.train_y, parts)
         num_classes = self.data.info.num_classes
         self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
-        self.groups = attacker_groups(scenario)
+        self.groups, self.members = attacker_groups(scenario)
         self.model = FlatModel(scenario)
         self.computations = RoundComputations(scenario, self.model, self.clients.x.shape[1])
 
@@ -300,24 +347,38 @@ class Run:
             dict(
                 x=self.clients.x[cid], y=self.clients.y[cid], n=self.clients.sizes[cid], group=acting[slot],
                 seed=np.array([self.scenario.seed, round_number * self.scenario.num_clients + cid], np.int64),
-                slot=np.int32(slot),
+                slot=np.int32(slot), client=np.int32(cid), member=self.members[cid],
             )
             for slot, cid in enumerate(ids)
         ]
         return ids, acting, inputs
 
     def evaluate(self, weights: np.ndarray) -> dict[str, float]:
-        logits = self.model.predict(weights, self.data.test_x)
-        return {f"test_{name}": metric.compute(self.data.test_y, logits) for name, metric in self.scenario.metrics}
+        test_x, test_y = self.data.test_x, self.data.test_y
+        logits = self.model.predict(weights, test_x)
+        metrics = {f"test_{name}": metric.compute(test_y, logits) for name, metric in self.scenario.metrics}
+        facts = self.scenario.facts
+        for group in self.scenario.attacks:
+            found = group.attack.test_metrics(lambda x: self.model.predict(weights, x), test_x, test_y, facts)
+            metrics.update({f"{group.name}_{name}": value for name, value in found.items()})
+        return metrics
 
-    def rounds(self, weights: np.ndarray | None = None, first_round: int = 1):
+    def round_info(self, round_number: int, state: dict) -> dict:
+        # Client seeds are [seed, round * clients + id] >= 0; the server's are
+        # negative in the second word, so the two never collide.
+        return dict(round=np.int32(round_number), seed=np.array([self.scenario.seed, -round_number], np.int64),
+                    state=state)
+
+    def rounds(self, weights: np.ndarray | None = None, state: dict | None = None, first_round: int = 1):
         """Yield a `RoundResult` per round, from ``first_round`` on."""
         weights = self.model.initial if weights is None else weights
+        state = self.computations.initial_state if state is None else state
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
-            out = call_interruptibly(self.computations.run_round, weights, inputs)
+            out = call_interruptibly(self.computations.run_round, weights, inputs, self.round_info(round_number, state))
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
+            state = _as_arrays(out.pop("state"))
             trained = time.perf_counter()
             metrics = {}
             if round_number % self.scenario.evaluate_every == 0 or round_number == self.scenario.rounds:
@@ -326,6 +387,13 @@ class Run:
             clients = {name: np.asarray(value) for name, value in out.items()}
             clients.update(id=ids, malicious=acting >= 0, attack_group=acting)
             yield RoundResult(
-                round_number, weights, clients, metrics,
+                round_number, weights, state, clients, metrics,
                 {"train": trained - started, "evaluate": evaluated - trained},
             )
+
+
+def _as_arrays(structure) -> dict:
+    """TFF's returned structure -> nested dicts of NumPy arrays."""
+    if hasattr(structure, "items"):
+        return {key: _as_arrays(value) for key, value in structure.items()}
+    return np.asarray(structure)

@@ -8,7 +8,7 @@ call back into Python state.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -45,6 +45,42 @@ class Facts:
     num_attackers: int = 0
 
 
+@attrs.frozen
+class Layer:
+    """One weight tensor of the model, as a slice of the flat update vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@attrs.frozen(eq=False)
+class ServerContext:
+    """What the server stage knows in a round.  Fields other than ``facts``
+    and ``layers`` are tensors (this is used inside TF computations)."""
+
+    facts: Facts
+    layers: tuple[Layer, ...]
+    client_ids: Any  # int32 [K]: the client of each row
+    num_examples: Any  # float32 [K]
+    global_weights: Any  # float32 [d]: the model the clients started from
+    round: Any  # int32 scalar, 1-based
+    seed: Any  # int64 [2]: stateless seed unique to this round
+
+    def columns(self, layer_names: tuple[str, ...] | None):
+        """Indices of the update columns belonging to the named layers
+        (a layer matches if its name contains one of the given names)."""
+        if not layer_names:
+            return None
+        picked = [np.arange(l.offset, l.offset + l.size) for l in self.layers
+                  if any(name in l.name for name in layer_names)]
+        return np.concatenate(picked) if picked else np.zeros([0], np.int64)
+
+
 class Plugin:
     """Base of every plugin class; ``kind`` names its registry."""
 
@@ -54,6 +90,12 @@ class Plugin:
         """Rules that need the rest of the scenario; messages, empty if fine.
         Called by the checker before anything runs."""
         return []
+
+    def initial_state(self, dim: int, facts: Facts) -> dict[str, np.ndarray]:
+        """State kept across rounds at the server (e.g. per-client history),
+        as named arrays of fixed shape; it travels through each round's TFF
+        computation and is saved with the run.  Empty for stateless plugins."""
+        return {}
 
 
 class Dataset(Plugin):
@@ -98,35 +140,60 @@ class Attack(Plugin):
     poisons_data: ClassVar[bool] = False
     poisons_updates: ClassVar[bool] = False
 
-    def poison_data(self, x, y, seed, facts: Facts):
+    def poison_data(self, x, y, seed, facts: Facts, member):
         """In TF: a malicious client's (features, labels) -> poisoned ones.
-        ``seed`` is an int32[2] stateless seed unique to the client and round."""
+        ``seed`` is an int64[2] stateless seed unique to the client and
+        round; ``member`` (int32 scalar) is the client's index within its
+        attack group (0 .. clients - 1), e.g. for distributed triggers."""
         return x, y
 
-    def poison_updates(self, updates, own, benign, facts: Facts):
+    def test_metrics(self, predict, test_x: np.ndarray, test_y: np.ndarray, facts: Facts) -> dict[str, float]:
+        """Metrics of this attack's success on the clean test set, computed
+        at each evaluation (e.g. a backdoor's attack success rate).
+        ``predict(x)`` returns the global model's logits as NumPy.  Recorded
+        in ``/metrics`` as ``<attack group>_<name>``."""
+        return {}
+
+    def poison_updates(self, updates, own, benign, ctx: ServerContext):
         """In TF: the round's ``[K, d]`` update matrix -> the same with this
         attack's rows (``own``, bool ``[K]``) replaced.  ``benign`` marks the
         rows an omniscient attacker may read."""
         return updates
 
+    def poison_updates_with_state(self, updates, own, benign, ctx: ServerContext, state: dict):
+        """`poison_updates` for attacks with `initial_state`: also returns the new state."""
+        return self.poison_updates(updates, own, benign, ctx), state
+
 
 class Detector(Plugin):
     kind = "detector"
 
-    def detect(self, updates, keep, facts: Facts):
-        """In TF: ``[K, d]`` updates and the rows still kept -> (score ``[K]``,
-        keep ``[K]``); rows dropped earlier must stay dropped."""
+    def detect(self, updates, keep, ctx: ServerContext):
+        """In TF: ``[K, d]`` updates and the rows still kept (bool ``[K]``)
+        -> (score ``[K]``, keep ``[K]``); rows dropped earlier stay dropped."""
         raise NotImplementedError
+
+    def detect_with_state(self, updates, keep, ctx: ServerContext, state: dict):
+        """The full form: -> (updates, score, keep, state).  Detectors that
+        also transform the kept updates (FLAME clips and adds noise) or keep
+        state across rounds override this instead of `detect`."""
+        score, keep_after = self.detect(updates, keep, ctx)
+        return updates, score, keep & keep_after, state
 
 
 class Aggregator(Plugin):
     kind = "aggregator"
 
-    def aggregate(self, updates, weights, facts: Facts):
+    def aggregate(self, updates, weights, ctx: ServerContext):
         """In TF: ``[K, d]`` updates and ``[K]`` example counts (zero for rows
-        dropped by detectors) -> (aggregate ``[d]``, effective weight per row
-        ``[K]``)."""
+        dropped by detectors or non-finite) -> (aggregate ``[d]``, share of
+        each row in the aggregate ``[K]``)."""
         raise NotImplementedError
+
+    def aggregate_with_state(self, updates, weights, ctx: ServerContext, state: dict):
+        """`aggregate` for aggregators with `initial_state`: also returns the new state."""
+        aggregate, share = self.aggregate(updates, weights, ctx)
+        return aggregate, share, state
 
 
 class Metric(Plugin):

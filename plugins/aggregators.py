@@ -14,7 +14,7 @@ class FedAvg(Aggregator):
     """Federated averaging (McMahan et al. 2017): the mean of the updates
     weighted by each client's number of training examples."""
 
-    def aggregate(self, updates, weights, facts):
+    def aggregate(self, updates, weights, ctx):
         import tensorflow as tf
 
         share = tf.math.divide_no_nan(weights, tf.reduce_sum(weights))
@@ -27,7 +27,7 @@ class Median(Aggregator):
     Learning: Towards Optimal Statistical Rates", ICML).  With an even number
     of rows, the mean of the two middle values, as NumPy's median."""
 
-    def aggregate(self, updates, weights, facts):
+    def aggregate(self, updates, weights, ctx):
         import tensorflow as tf
 
         kept = weights > 0

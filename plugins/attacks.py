@@ -44,7 +44,7 @@ class LabelFlip(Attack):
             problems.append("label_flip source and target are the same class: nothing would flip")
         return problems
 
-    def poison_data(self, x, y, seed, facts):
+    def poison_data(self, x, y, seed, facts, member):
         import tensorflow as tf
 
         n = tf.shape(y)[0]

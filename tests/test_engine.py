@@ -33,7 +33,7 @@ def test_one_tff_round_equals_numpy_fedavg_of_the_same_client_updates(tff_contex
     assert examples.tolist() == run.clients.sizes[ids].tolist()
     expected = start + (examples[:, None] * deltas).sum(axis=0) / examples.sum()
 
-    out = run.computations.run_round(start, inputs)
+    out = run.computations.run_round(start, inputs, run.round_info(1, run.computations.initial_state))
     np.testing.assert_allclose(out["weights"], expected, atol=1e-6)
     np.testing.assert_allclose(out["update_norm"], np.linalg.norm(deltas, axis=1), rtol=1e-5)
     np.testing.assert_allclose(out["aggregation_weight"], examples / examples.sum(), rtol=1e-6)
@@ -65,16 +65,16 @@ def test_malicious_clients_poison_their_data_and_only_theirs(tff_context):
 
 def test_label_flip_targeted_flips_exactly_the_source_class():
     y = tf.constant([0, 1, 2, 3, 1, 1], tf.int32)
-    _, flipped = LabelFlip(source=1, target=3).poison_data(None, y, tf.constant([1, 2], tf.int64), FACTS)
+    _, flipped = LabelFlip(source=1, target=3).poison_data(None, y, tf.constant([1, 2], tf.int64), FACTS, 0)
     assert flipped.numpy().tolist() == [0, 3, 2, 3, 3, 3]
 
 
 def test_label_flip_all_to_one_and_random():
     y = tf.constant(np.arange(400) % 4, tf.int32)
     seed = tf.constant([5, 6], tf.int64)
-    _, all_to_one = LabelFlip(mode="all_to_one", target=2).poison_data(None, y, seed, FACTS)
+    _, all_to_one = LabelFlip(mode="all_to_one", target=2).poison_data(None, y, seed, FACTS, 0)
     assert set(all_to_one.numpy().tolist()) == {2}
-    _, randomised = LabelFlip(mode="random").poison_data(None, y, seed, FACTS)
+    _, randomised = LabelFlip(mode="random").poison_data(None, y, seed, FACTS, 0)
     randomised = randomised.numpy()
     assert (randomised != y.numpy()).all()  # a random flip never keeps the label
     assert set(randomised.tolist()) == {0, 1, 2, 3}
@@ -82,7 +82,7 @@ def test_label_flip_all_to_one_and_random():
 
 def test_label_flip_poison_ratio_flips_about_that_share():
     y = tf.zeros([10000], tf.int32)
-    _, flipped = LabelFlip(source=0, target=1, poison_ratio=0.3).poison_data(None, y, tf.constant([1, 1], tf.int64), FACTS)
+    _, flipped = LabelFlip(source=0, target=1, poison_ratio=0.3).poison_data(None, y, tf.constant([1, 1], tf.int64), FACTS, 0)
     assert abs(flipped.numpy().mean() - 0.3) < 0.02
 
 
