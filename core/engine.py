@@ -26,6 +26,7 @@ import numpy as np
 from fedarena.core import interrupts
 from fedarena.core.check import Scenario
 from fedarena.core.errors import RunError
+from fedarena.core.failures import SCOPE_PREFIX, PluginFailure
 from fedarena.core.interfaces import Layer, ServerContext
 
 
@@ -118,6 +119,19 @@ class FlatModel:
         ])
 
 
+def _in_scope(role: str, plugin, method, *args):
+    """Call a plugin's method under a TF name scope naming its role, so that
+    an error raised later inside the graph can be traced back to it; an
+    error raised now is wrapped at once."""
+    import tensorflow as tf
+
+    try:
+        with tf.name_scope(SCOPE_PREFIX + role):
+            return method(*args)
+    except Exception as error:
+        raise PluginFailure(role, plugin, error) from error
+
+
 class RoundComputations:
     """The TFF computations of one scenario, traced once per run."""
 
@@ -151,8 +165,9 @@ class RoundComputations:
             if not any(a.poisons_data for a in data_attacks):
                 return x, y
             branches = [lambda: (x, y)] + [
-                (lambda a=a: a.poison_data(x, y, seed, facts, member)) if a.poisons_data else (lambda: (x, y))
-                for a in data_attacks
+                (lambda i=i, a=a: _in_scope(f"attack_{i}", a, a.poison_data, x, y, seed, facts, member))
+                if a.poisons_data else (lambda: (x, y))
+                for i, a in enumerate(data_attacks)
             ]
             return tf.switch_case(group + 1, branches)
 
@@ -213,7 +228,8 @@ class RoundComputations:
         stateful += [(f"detector_{i}", d) for i, d in enumerate(detectors)] + [("aggregator", aggregator)]
         self.initial_state = {}
         for key, plugin in stateful:
-            state = {name: np.asarray(value) for name, value in plugin.initial_state(dim, facts).items()}
+            initial = _in_scope(key, plugin, plugin.initial_state, dim, facts)
+            state = {name: np.asarray(value) for name, value in initial.items()}
             if state:
                 self.initial_state[key] = state
         round_type = tff.StructType([
@@ -238,8 +254,8 @@ class RoundComputations:
             # Model poisoning: each attack rewrites its own rows.
             for index, attack in update_attacks:
                 key = f"attack_{index}"
-                updates, new = attack.poison_updates_with_state(updates, tf.equal(groups, index), benign, ctx,
-                                                                state.get(key, {}))
+                updates, new = _in_scope(key, attack, attack.poison_updates_with_state,
+                                         updates, tf.equal(groups, index), benign, ctx, state.get(key, {}))
                 state.update({key: new} if key in state else {})
             # Non-finite rows never reach a detector or the aggregator.
             finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
@@ -247,12 +263,13 @@ class RoundComputations:
             keep, scores = finite, []
             for index, detector in enumerate(detectors):
                 key = f"detector_{index}"
-                updates, score, keep, new = detector.detect_with_state(updates, keep, ctx, state.get(key, {}))
+                updates, score, keep, new = _in_scope(key, detector, detector.detect_with_state,
+                                                      updates, keep, ctx, state.get(key, {}))
                 scores.append(tf.cast(score, tf.float32))
                 state.update({key: new} if key in state else {})
             weights = tf.where(keep, rows["n"], 0.0)
-            aggregate, row_weights, new = aggregator.aggregate_with_state(updates, weights, ctx,
-                                                                          state.get("aggregator", {}))
+            aggregate, row_weights, new = _in_scope("aggregator", aggregator, aggregator.aggregate_with_state,
+                                                    updates, weights, ctx, state.get("aggregator", {}))
             state.update({"aggregator": new} if "aggregator" in state else {})
             return dict(
                 weights=global_weights + server_lr * aggregate,

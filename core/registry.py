@@ -119,6 +119,13 @@ class Registry:
             (e for e in self._entries.values() if kind is None or e.kind == kind), key=lambda e: (e.kind, e.name)
         )
 
+    def name_of(self, plugin: Plugin) -> str:
+        """The name a plugin instance's class is registered under."""
+        for entry in self._entries.values():
+            if entry.cls is type(plugin):
+                return entry.name
+        return type(plugin).__name__
+
     def provider_of(self, plugin: Plugin) -> Provider:
         for entry in self._entries.values():
             if entry.cls is type(plugin):

@@ -11,6 +11,7 @@ import attrs
 from fedarena.core import interrupts
 from fedarena.core.check import Scenario
 from fedarena.core.errors import FedarenaError, RunError
+from fedarena.core.failures import PluginFailure, failing_role
 from fedarena.core.registry import Registry
 from fedarena.core.results import ResultsWriter
 from fedarena.core.workers import tff_workers
@@ -54,6 +55,20 @@ class Progress:
             self.stream.flush()
 
 
+def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
+    """'the aggregator 'krum' failed: ' when the error can be traced to a plugin."""
+    role = failing_role(error)
+    if role is None:
+        return ""
+    if role == "aggregator":
+        plugin, what = scenario.aggregator, "aggregator"
+    else:
+        kind, index = role.rsplit("_", 1)
+        plugin = (scenario.attacks[int(index)].attack if kind == "attack" else scenario.detectors[int(index)])
+        what = kind
+    return f"{what} '{registry.name_of(plugin)}' failed: "
+
+
 def run_scenario(
     scenario: Scenario,
     registry: Registry,
@@ -77,6 +92,8 @@ def run_scenario(
             run = Run(scenario)
         except FedarenaError:
             raise
+        except PluginFailure as failure:
+            raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
         except Exception as error:
             raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
         info = RunInfo(scenario, str(writer.path), tuple(addresses))
@@ -107,7 +124,7 @@ def run_scenario(
             message = f"round {done + 1}: {error}"
             raise
         except Exception as error:
-            message = f"round {done + 1}: {type(error).__name__}: {error}"
+            message = f"round {done + 1}: {_blame(scenario, registry, error)}{type(error).__name__}: {error}"
             raise RunError(f"the run failed in {message}") from error
         finally:
             progress.close()

@@ -93,13 +93,14 @@ def test_check_validates_without_running(tmp_path, write_scenario):
 
 @attrs.frozen
 class Exploding(Aggregator):
-    """Fails inside the TFF computation at run time."""
+    """Averages like FedAvg, but fails inside the TFF computation in round 2."""
 
-    def aggregate(self, updates, weights, facts):
+    def aggregate(self, updates, weights, ctx):
         import tensorflow as tf
 
-        with tf.control_dependencies([tf.debugging.assert_less(tf.reduce_sum(weights), 0.0, message="boom")]):
-            return tf.zeros_like(updates[0]), tf.zeros_like(weights)
+        with tf.control_dependencies([tf.debugging.assert_less(ctx.round, 2, message="boom")]):
+            share = weights / tf.reduce_sum(weights)
+            return tf.linalg.matvec(updates, share, transpose_a=True), share
 
 
 class ExplodingPlugin:
@@ -111,7 +112,9 @@ class ExplodingPlugin:
         registry.add("exploding", Exploding)
 
 
-def test_a_failing_run_exits_1_marks_the_file_and_stops_its_worker(tmp_path, write_scenario, monkeypatch, capsys, tff_context):
+def test_a_plugin_failing_mid_run_is_named_and_completed_rounds_are_kept(
+    tmp_path, write_scenario, monkeypatch, capsys, tff_context
+):
     registry = registry_module.build_registry(extra_plugins=(("exploding", ExplodingPlugin),))
     monkeypatch.setattr(registry_module, "default_registry", lambda: registry)
     before = set(worker_children(os.getpid()))
@@ -119,8 +122,11 @@ def test_a_failing_run_exits_1_marks_the_file_and_stops_its_worker(tmp_path, wri
     path = write_scenario(tiny_scenario(out, aggregator="exploding"))
     assert cli.main(["run", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the run failed in round 1:") and "boom" in err
-    assert read(out)[0]["status"] == "failed"
+    assert err.startswith("error: the run failed in round 2: aggregator 'exploding' failed: ") and "boom" in err
+    root, data = read(out)
+    assert root["status"] == "failed" and root["rounds_done"] == 1
+    assert "aggregator 'exploding' failed" in root["error"]
+    assert data["metrics/round"].tolist() == [1]
     assert set(worker_children(os.getpid())) == before
 
 
