@@ -45,7 +45,11 @@ def param(
         validators.append(attrs.validators.in_(choices))
     metadata = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "kind": kind}
     converter = tuple if default is not _MISSING and isinstance(default, (list, tuple)) else None
-    return attrs.field(default=default, validator=validators, metadata={"fedarena": metadata}, converter=converter)
+    # A required parameter is keyword-only, so it may follow defaulted ones.
+    return attrs.field(
+        default=default, validator=validators, metadata={"fedarena": metadata}, converter=converter,
+        kw_only=default is _MISSING,
+    )
 
 
 def _bound_validator(bound, name, symbol):

@@ -181,6 +181,8 @@ def build_registry(extra_plugins: tuple = ()) -> Registry:
             continue
         providers[entry_point.name] = provider
     for name, plugin in extra_plugins:
+        if manager.is_registered(plugin):  # already loaded from its entry point
+            continue
         manager.register(plugin, name=name)
         providers[name] = Provider(name, "")
 
