@@ -49,7 +49,10 @@ def cmd_run(args) -> int:
 
     progress = Progress(scenario.rounds, enabled={"auto": None, "bar": True, "none": False}[args.progress])
     workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
-    final = run_scenario(scenario, registry, force=args.force, workers=workers, progress=progress)
+    if args.resume and args.force:
+        raise UsageError("--resume continues an existing results file; --force would overwrite it: choose one")
+    final = run_scenario(scenario, registry, force=args.force, workers=workers, progress=progress,
+                         resume=args.resume)
     summary = "  ".join(f"{name} {value:.4f}" for name, value in final.items())
     print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
     print(f"results written to {scenario.output}")
@@ -119,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE.fls", help="the scenario to run")
     run.add_argument("-o", "--output", help="results file (default: the scenario's 'output' statement)")
     run.add_argument("--force", action="store_true", help="overwrite an existing results file")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted or crashed run from the last round its results file holds")
     run.add_argument("--workers", metavar="HOST:PORT,...",
                      help="TFF executor services to use (default: start a local one and stop it at the end)")
     run.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",

@@ -244,8 +244,13 @@ class RoundComputations:
 
         @tff.tensorflow.computation(weights_type, in_slot_order.type_signature.result, round_type)
         def server_stage(global_weights, rows, round_info):
+            def stamp(*after):  # wall time once ``after`` (and the previous stamp) is computed
+                with tf.control_dependencies([t for t in tf.nest.flatten(after) if t is not None]):
+                    return tf.timestamp()
+
             state = {key: dict(round_info.state[key]) for key in self.initial_state}
             updates, groups = rows["delta"], rows["group"]
+            started = stamp(global_weights, updates)
             ctx = ServerContext(
                 facts=facts, layers=layers, client_ids=rows["client"], num_examples=rows["n"],
                 global_weights=global_weights, round=round_info.round, seed=round_info.seed,
@@ -257,6 +262,8 @@ class RoundComputations:
                 updates, new = _in_scope(key, attack, attack.poison_updates_with_state,
                                          updates, tf.equal(groups, index), benign, ctx, state.get(key, {}))
                 state.update({key: new} if key in state else {})
+            sent_norm = tf.norm(updates, axis=1)  # what each client's update looked like on arrival
+            attacked = stamp(started, updates)
             # Non-finite rows never reach a detector or the aggregator.
             finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
             updates = tf.where(finite[:, None], updates, 0.0)
@@ -267,14 +274,18 @@ class RoundComputations:
                                                       updates, keep, ctx, state.get(key, {}))
                 scores.append(tf.cast(score, tf.float32))
                 state.update({key: new} if key in state else {})
+            detected = stamp(attacked, updates, keep)
             weights = tf.where(keep, rows["n"], 0.0)
             aggregate, row_weights, new = _in_scope("aggregator", aggregator, aggregator.aggregate_with_state,
                                                     updates, weights, ctx, state.get("aggregator", {}))
             state.update({"aggregator": new} if "aggregator" in state else {})
+            new_weights = global_weights + server_lr * aggregate
+            finished = stamp(detected, new_weights, row_weights, state)
             return dict(
-                weights=global_weights + server_lr * aggregate,
+                weights=new_weights,
                 state=state,
-                update_norm=tf.norm(updates, axis=1),
+                stage_seconds=tf.stack([attacked - started, detected - attacked, finished - detected]),
+                update_norm=sent_norm,
                 aggregation_weight=row_weights,
                 kept=keep,
                 finite=finite,
@@ -339,7 +350,8 @@ class RoundResult:
     state: dict  # server-side plugin state after the round
     clients: dict[str, np.ndarray]  # per slot
     metrics: dict[str, float]  # empty when the round was not evaluated
-    seconds: dict[str, float]
+    seconds: dict[str, float]  # per stage
+    detection: dict[str, int]  # confusion counts of this round's drops against the malicious set
 
 
 class Run:
@@ -386,27 +398,55 @@ class Run:
         return dict(round=np.int32(round_number), seed=np.array([self.scenario.seed, -round_number], np.int64),
                     state=state)
 
-    def rounds(self, weights: np.ndarray | None = None, state: dict | None = None, first_round: int = 1):
-        """Yield a `RoundResult` per round, from ``first_round`` on."""
+    def rounds(self, weights: np.ndarray | None = None, state: dict | None = None, first_round: int = 1,
+               detection_totals: dict[str, int] | None = None):
+        """Yield a `RoundResult` per round, from ``first_round`` on (a resumed
+        run passes the checkpoint's weights, state and detection counts)."""
         weights = self.model.initial if weights is None else weights
         state = self.computations.initial_state if state is None else state
+        self.detection_totals = dict(detection_totals or {})
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
             out = call_interruptibly(self.computations.run_round, weights, inputs, self.round_info(round_number, state))
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
             state = _as_arrays(out.pop("state"))
+            attack_s, detection_s, aggregation_s = np.asarray(out.pop("stage_seconds"), np.float64)
             trained = time.perf_counter()
+            clients = {name: np.asarray(value) for name, value in out.items()}
+            clients.update(id=ids, malicious=acting >= 0, attack_group=acting)
+            detection = confusion(flagged=~clients["kept"], malicious=clients["malicious"])
+            self.detection_totals = {k: self.detection_totals.get(k, 0) + v for k, v in detection.items()}
             metrics = {}
             if round_number % self.scenario.evaluate_every == 0 or round_number == self.scenario.rounds:
                 metrics = self.evaluate(weights)
+                metrics.update(precision_recall(self.detection_totals))
             evaluated = time.perf_counter()
-            clients = {name: np.asarray(value) for name, value in out.items()}
-            clients.update(id=ids, malicious=acting >= 0, attack_group=acting)
-            yield RoundResult(
-                round_number, weights, state, clients, metrics,
-                {"train": trained - started, "evaluate": evaluated - trained},
-            )
+            seconds = {
+                "client": trained - started - attack_s - detection_s - aggregation_s,
+                "attack": attack_s, "detection": detection_s, "aggregation": aggregation_s,
+                "evaluation": evaluated - trained,
+            }
+            yield RoundResult(round_number, weights, state, clients, metrics, seconds, detection)
+
+
+def confusion(flagged: np.ndarray, malicious: np.ndarray) -> dict[str, int]:
+    """Detection confusion counts: a dropped row is a positive."""
+    return {
+        "true_positives": int(np.sum(flagged & malicious)),
+        "false_positives": int(np.sum(flagged & ~malicious)),
+        "true_negatives": int(np.sum(~flagged & ~malicious)),
+        "false_negatives": int(np.sum(~flagged & malicious)),
+    }
+
+
+def precision_recall(counts: dict[str, int]) -> dict[str, float]:
+    """Detection precision and recall over the counts given (NaN when undefined)."""
+    tp, fp, fn = counts.get("true_positives", 0), counts.get("false_positives", 0), counts.get("false_negatives", 0)
+    return {
+        "detection_precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "detection_recall": tp / (tp + fn) if tp + fn else float("nan"),
+    }
 
 
 def _as_arrays(structure) -> dict:

@@ -13,6 +13,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
+import attrs
 import h5py
 import numpy as np
 
@@ -43,11 +44,55 @@ def claim_output(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+@attrs.frozen(eq=False)
+class Checkpoint:
+    """Where a run stopped: what `--resume` continues from."""
+
+    rounds_done: int
+    weights: np.ndarray | None
+    state: dict
+    detection_totals: dict
+
+
 class ResultsWriter:
     """Appends a run's rounds to its HDF5 file."""
 
-    def __init__(self, path: str | os.PathLike, force: bool = False):
-        self.path = claim_output(path, force)
+    def __init__(self, path: str | os.PathLike, force: bool = False, resume: bool = False):
+        self.path = Path(path) if resume else claim_output(path, force)
+
+    def resume(self, scenario) -> Checkpoint:
+        """Reopen a run's file to continue it: check that it is the same
+        scenario, drop anything written after the last completed round (a
+        crash mid-write), and return the checkpoint."""
+        if not self.path.is_file():
+            raise UsageError(f"{self.path} does not exist; there is nothing to resume (run without --resume)")
+        try:
+            f = self._open()
+        except OSError as error:
+            raise UsageError(f"{self.path} cannot be opened to resume: {error}") from None
+        with f:
+            digest = hashlib.sha256(scenario.source.encode()).hexdigest()
+            if f.attrs.get("scenario_sha256") != digest:
+                raise UsageError(
+                    f"{self.path} was written by a different scenario text; resume with the same file, "
+                    f"or start anew with --force"
+                )
+            if f.attrs.get("status") == "complete":
+                raise UsageError(f"{self.path} is already complete; there is nothing to resume")
+            done = int(f.attrs["rounds_done"])
+            for group in ("clients", "timing", "detection"):
+                for dataset in f[group].values():
+                    dataset.resize(done, axis=0)
+            metrics_rounds = f["metrics/round"][()] if "round" in f["metrics"] else np.zeros(0)
+            kept = int(np.sum(metrics_rounds <= done))
+            for dataset in f["metrics"].values():
+                dataset.resize(kept, axis=0)
+            weights = f["model/weights"][()] if "model/weights" in f else None
+            state = {key: {name: v[()] for name, v in group.items()} for key, group in f["checkpoint/state"].items()}
+            totals = {name: int(v[()].sum()) for name, v in f["detection"].items() if name != "round"}
+            f.attrs["status"] = "running"
+            f.attrs["resumed_at"] = _now()
+        return Checkpoint(done, weights, state, totals)
 
     def _open(self, mode: str = "a") -> h5py.File:
         return h5py.File(self.path, mode)
@@ -85,9 +130,8 @@ class ResultsWriter:
             split.create_dataset("attack_group", data=attack_groups)
             split.attrs["attack_groups"] = np.array([g.name for g in scenario.attacks], dtype=object).astype(_STRING) \
                 if scenario.attacks else np.array([], dtype=_STRING)
-            f.create_group("metrics")
-            f.create_group("clients")
-            f.create_group("timing")
+            for group in ("metrics", "clients", "timing", "detection", "checkpoint/state"):
+                f.create_group(group)
 
     @staticmethod
     def _append(group: h5py.Group, name: str, value: np.ndarray) -> None:
@@ -104,19 +148,33 @@ class ResultsWriter:
             for name, value in result.clients.items():
                 self._append(f["clients"], name, value)
             self._append(f["timing"], "round", np.int32(result.round))
-            for name, value in result.seconds.items():
-                self._append(f["timing"], f"{name}_seconds", np.float64(value))
+            for stage, seconds in result.seconds.items():
+                self._append(f["timing"], f"{stage}_seconds", np.float64(seconds))
+            self._append(f["detection"], "round", np.int32(result.round))
+            for name, count in result.detection.items():
+                self._append(f["detection"], name, np.int64(count))
             if result.metrics:
                 self._append(f["metrics"], "round", np.int32(result.round))
                 for name, value in result.metrics.items():
                     self._append(f["metrics"], name, np.float64(value))
-            # The latest global model, so that a finished or broken run keeps it.
-            if "model" in f:
-                f["model/weights"][...] = result.weights
-            else:
-                f.create_dataset("model/weights", data=result.weights)
+            # The latest global model and server-side plugin state: what a
+            # resumed run starts from.
+            self._replace(f, "model/weights", result.weights)
+            for key, arrays in result.state.items():
+                for name, value in arrays.items():
+                    self._replace(f, f"checkpoint/state/{key}/{name}", value)
             f["model"].attrs["round"] = result.round
             f.attrs["rounds_done"] = result.round
+
+    @staticmethod
+    def _replace(f: h5py.File, path: str, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        if path in f and f[path].shape == value.shape and f[path].dtype == value.dtype:
+            f[path][...] = value
+        else:
+            if path in f:
+                del f[path]
+            f.create_dataset(path, data=value)
 
     def finish(self, status: str, message: str = "") -> None:
         assert status in STATUSES

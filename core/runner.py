@@ -76,6 +76,7 @@ def run_scenario(
     force: bool = False,
     workers: list[str] | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> dict:
     """Run every round, writing each to the results file as it completes.
 
@@ -84,7 +85,8 @@ def run_scenario(
     """
     from fedarena.core.engine import Run
 
-    writer = ResultsWriter(scenario.output, force)  # refuse before any work
+    writer = ResultsWriter(scenario.output, force, resume)  # refuse before any work
+    checkpoint = writer.resume(scenario) if resume else None
     progress = progress or Progress(scenario.rounds)
     hook = registry.hook
     with tff_workers(workers) as addresses:
@@ -97,14 +99,20 @@ def run_scenario(
         except Exception as error:
             raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
         info = RunInfo(scenario, str(writer.path), tuple(addresses))
-        try:
-            writer.start(scenario, registry, run.class_histogram, run.groups)
-        except OSError as error:
-            raise RunError(f"cannot write the results file {writer.path}: {error}") from None
+        if checkpoint is None:
+            try:
+                writer.start(scenario, registry, run.class_histogram, run.groups)
+            except OSError as error:
+                raise RunError(f"cannot write the results file {writer.path}: {error}") from None
         hook.fedarena_run_start(run=info)
         status, message, final, done = "failed", "", {}, 0
+        resume_from = {}
+        if checkpoint is not None:
+            done = checkpoint.rounds_done
+            resume_from = dict(weights=checkpoint.weights, state=checkpoint.state or None, first_round=done + 1,
+                               detection_totals=checkpoint.detection_totals)
         try:
-            for result in run.rounds():
+            for result in run.rounds(**resume_from):
                 writer.write_round(result)
                 done = result.round
                 interrupts.check()

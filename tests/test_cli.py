@@ -197,3 +197,36 @@ def test_quickstart_learns_despite_label_flipping_within_two_minutes(tmp_path):
     assert data["metrics/test_accuracy"][-1] > 0.8
     assert data["clients/id"].shape == (20, 5)
     assert (data["split/attack_group"] >= 0).sum() == 4
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, write_scenario):
+    rounds = 300
+    whole = tmp_path / "whole.h5"
+    assert run_fedarena("run", write_scenario(tiny_scenario(whole, rounds=rounds), "whole.fls")).returncode == 0
+
+    out = tmp_path / "out.h5"
+    path = write_scenario(tiny_scenario(out, rounds=rounds))
+    process = subprocess.Popen(fedarena_command("run", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    wait_for_rounds(process, out, rounds=5)
+    process.kill()
+    process.wait(30)
+    root, _ = read(out)
+    assert root["status"] == "running" and root["rounds_done"] < rounds
+
+    resumed = run_fedarena("run", path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    (a_root, a), (b_root, b) = read(whole), read(out)
+    assert b_root["status"] == "complete" and b_root["rounds_done"] == rounds
+    for name in ("metrics/round", "metrics/test_accuracy", "metrics/test_loss", "clients/id", "clients/update_norm",
+                 "model/weights", "detection/false_negatives"):
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resume_refuses_a_different_scenario(tmp_path, write_scenario):
+    out = tmp_path / "out.h5"
+    assert run_fedarena("run", write_scenario(tiny_scenario(out, rounds=1))).returncode == 0
+    other = write_scenario(tiny_scenario(out, rounds=2), "other.fls")
+    result = run_fedarena("run", other, "--resume")
+    assert result.returncode == 2
+    assert "was written by a different scenario text" in result.stderr
