@@ -102,6 +102,23 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from fedarena.core.report import report
+
+    written = report(args.files, args.out, with_csv=args.csv)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from fedarena.core.report import show
+
+    for path in args.files:
+        print(show(path))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fedarena import __version__
 
@@ -142,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("kind", nargs="?", help="only this kind (dataset, split, model, optimizer, attack, ...)")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
+
+    report = commands.add_parser(
+        "report", help="plots and tables from results files",
+        description="Write PNG plots (test accuracy and attack success per round, per-client scores; for "
+        "sweeps, heatmaps by aggregator x attack) and a Markdown summary table.",
+    )
+    report.add_argument("files", nargs="+", metavar="FILE.h5")
+    report.add_argument("--out", default="report", help="folder for the plots and tables (default: report)")
+    report.add_argument("--csv", action="store_true", help="also export each run's metrics as CSV")
+    report.set_defaults(handler=cmd_report)
+
+    show = commands.add_parser("show", help="summarise results files in the terminal",
+                               description="Status, rounds done, final metrics and what the detectors caught.")
+    show.add_argument("files", nargs="+", metavar="FILE.h5")
+    show.set_defaults(handler=cmd_show)
     return parser
 
 

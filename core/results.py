@@ -7,6 +7,7 @@ leaves every completed round in it with ``status`` still ``running``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -34,6 +35,16 @@ def _version(distribution: str) -> str:
         return ""
 
 
+def plugin_label(name: str, plugin) -> str:
+    """``krum(f = 2)``: the name and the parameters that differ from their defaults."""
+    changed = [
+        f"{field.name} = {getattr(plugin, field.name)!r}"
+        for field in attrs.fields(type(plugin))
+        if field.init and getattr(plugin, field.name) != field.default
+    ]
+    return f"{name}({', '.join(changed)})" if changed else name
+
+
 def claim_output(path: str | os.PathLike, force: bool) -> Path:
     """Check that a results file may be written at ``path`` (before any work)."""
     path = Path(path)
@@ -57,8 +68,11 @@ class Checkpoint:
 class ResultsWriter:
     """Appends a run's rounds to its HDF5 file."""
 
-    def __init__(self, path: str | os.PathLike, force: bool = False, resume: bool = False):
-        self.path = Path(path) if resume else claim_output(path, force)
+    def __init__(self, path: str | os.PathLike, force: bool = False, resume: bool = False, group: str = "/"):
+        # A sweep keeps each run in a group of its own file; the sweep claims
+        # the file, so a run inside it does not.
+        self.group = group
+        self.path = Path(path) if resume or group != "/" else claim_output(path, force)
 
     def resume(self, scenario) -> Checkpoint:
         """Reopen a run's file to continue it: check that it is the same
@@ -67,41 +81,46 @@ class ResultsWriter:
         if not self.path.is_file():
             raise UsageError(f"{self.path} does not exist; there is nothing to resume (run without --resume)")
         try:
-            f = self._open()
+            with self._open() as f:
+                return self._checkpoint(f, scenario)
         except OSError as error:
             raise UsageError(f"{self.path} cannot be opened to resume: {error}") from None
-        with f:
-            digest = hashlib.sha256(scenario.source.encode()).hexdigest()
-            if f.attrs.get("scenario_sha256") != digest:
-                raise UsageError(
-                    f"{self.path} was written by a different scenario text; resume with the same file, "
-                    f"or start anew with --force"
-                )
-            if f.attrs.get("status") == "complete":
-                raise UsageError(f"{self.path} is already complete; there is nothing to resume")
-            done = int(f.attrs["rounds_done"])
-            for group in ("clients", "timing", "detection"):
-                for dataset in f[group].values():
-                    dataset.resize(done, axis=0)
-            metrics_rounds = f["metrics/round"][()] if "round" in f["metrics"] else np.zeros(0)
-            kept = int(np.sum(metrics_rounds <= done))
-            for dataset in f["metrics"].values():
-                dataset.resize(kept, axis=0)
-            weights = f["model/weights"][()] if "model/weights" in f else None
-            state = {key: {name: v[()] for name, v in group.items()} for key, group in f["checkpoint/state"].items()}
-            totals = {name: int(v[()].sum()) for name, v in f["detection"].items() if name != "round"}
-            f.attrs["status"] = "running"
-            f.attrs["resumed_at"] = _now()
+
+    def _checkpoint(self, f: h5py.Group, scenario) -> Checkpoint:
+        digest = hashlib.sha256(scenario.source.encode()).hexdigest()
+        if f.attrs.get("scenario_sha256") != digest:
+            raise UsageError(
+                f"{self.path} was written by a different scenario text; resume with the same file, "
+                f"or start anew with --force"
+            )
+        if f.attrs.get("status") == "complete":
+            raise UsageError(f"{self.path} is already complete; there is nothing to resume")
+        done = int(f.attrs["rounds_done"])
+        for group in ("clients", "timing", "detection"):
+            for dataset in f[group].values():
+                dataset.resize(done, axis=0)
+        metrics_rounds = f["metrics/round"][()] if "round" in f["metrics"] else np.zeros(0)
+        kept = int(np.sum(metrics_rounds <= done))
+        for dataset in f["metrics"].values():
+            dataset.resize(kept, axis=0)
+        weights = f["model/weights"][()] if "model/weights" in f else None
+        state = {key: {name: v[()] for name, v in group.items()} for key, group in f["checkpoint/state"].items()}
+        totals = {name: int(v[()].sum()) for name, v in f["detection"].items() if name != "round"}
+        f.attrs["status"] = "running"
+        f.attrs["resumed_at"] = _now()
         return Checkpoint(done, weights, state, totals)
 
-    def _open(self, mode: str = "a") -> h5py.File:
-        return h5py.File(self.path, mode)
+    @contextlib.contextmanager
+    def _open(self, mode: str = "a"):
+        """The run's group (the file itself for a single run), opened for this write only."""
+        with h5py.File(self.path, mode) as f:
+            yield f if self.group == "/" else f.require_group(self.group)
 
     def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray) -> None:
         from fedarena import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._open("w") as f:
+        with self._open("w" if self.group == "/" else "a") as f:
             f.attrs["fedarena_version"] = __version__
             f.attrs["scenario"] = scenario.source
             f.attrs["scenario_sha256"] = hashlib.sha256(scenario.source.encode()).hexdigest()
@@ -120,6 +139,8 @@ class ResultsWriter:
                 provider = registry.provider_of(plugin)
                 group = plugins.create_group(role.replace(":", "_"))
                 group.attrs["role"] = role
+                group.attrs["name"] = registry.name_of(plugin)
+                group.attrs["label"] = plugin_label(registry.name_of(plugin), plugin)
                 group.attrs["class"] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
                 group.attrs["parameters"] = repr(plugin)
                 group.attrs["distribution"] = provider.distribution

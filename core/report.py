@@ -1,0 +1,286 @@
+"""Reading results files back, and turning them into plots, tables and a
+terminal summary (``fedarena report`` and ``fedarena show``).
+
+A results file holds one run at its root, or a sweep: root attribute
+``kind = "sweep"`` and one run per group under ``/runs`` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import attrs
+import h5py
+import numpy as np
+
+from fedarena.core.errors import UsageError
+
+TEST_METRICS = ("test_accuracy", "test_loss")
+DETECTION_METRICS = ("detection_precision", "detection_recall")
+
+
+@attrs.frozen(eq=False)
+class RunView:
+    """One run read back from a results file."""
+
+    label: str
+    attrs: dict
+    metrics: dict  # name -> 1-D array, one entry per evaluated round
+    clients: dict  # name -> [round, slot] array
+    detection: dict  # name -> 1-D array per round
+    plugins: dict  # role -> attributes (name, parameters, distribution, ...)
+    attack_groups: tuple[str, ...]
+    point: dict  # a sweep point's assignments; empty for a single run
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs.get("status", "?"))
+
+    def final(self, metric: str) -> float:
+        values = self.metrics.get(metric)
+        return float(values[-1]) if values is not None and len(values) else float("nan")
+
+    @property
+    def attack_metrics(self) -> list[str]:
+        return sorted(m for m in self.metrics if m != "round" and m not in TEST_METRICS + DETECTION_METRICS)
+
+    @property
+    def aggregator_label(self) -> str:
+        return _plugin_label(self.plugins.get("aggregator", {}))
+
+    @property
+    def attack_label(self) -> str:
+        groups = [k for k in self.plugins if k.startswith("attack_")]
+        if not groups:
+            return "no attack"
+        assignment = self.clients.get("attack_group")
+        parts = []
+        for index, key in enumerate(sorted(groups)):
+            label = _plugin_label(self.plugins[key])
+            if assignment is not None and assignment.size and not (assignment == index).any():
+                label += " (idle)"
+            parts.append(label)
+        return " + ".join(parts)
+
+
+def _plugin_label(plugin_attrs: dict) -> str:
+    return str(plugin_attrs.get("label") or plugin_attrs.get("name") or plugin_attrs.get("parameters", "?"))
+
+
+def _read_group(group: h5py.Group, label: str) -> RunView:
+    def datasets(name):
+        return {k: v[()] for k, v in group[name].items()} if name in group else {}
+
+    plugins = {k: dict(v.attrs) for k, v in group["plugins"].items()} if "plugins" in group else {}
+    attack_groups = tuple(str(n) for n in group["split"].attrs.get("attack_groups", ())) if "split" in group else ()
+    point = json.loads(group.attrs["point"]) if "point" in group.attrs else {}
+    return RunView(label, dict(group.attrs), datasets("metrics"), datasets("clients"), datasets("detection"),
+                   plugins, attack_groups, point)
+
+
+def load_runs(path: str | Path) -> list[RunView]:
+    """Every run in a results file (one for a run, all points of a sweep)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such results file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as error:
+        raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
+    with f:
+        if f.attrs.get("kind") == "sweep":
+            runs = f.get("runs", {})
+            return [_read_group(runs[name], str(runs[name].attrs.get("label", name))) for name in sorted(runs)]
+        if "scenario" not in f.attrs:
+            raise UsageError(f"{path}: not a fedarena results file (no 'scenario' attribute)")
+        return [_read_group(f, path.stem)]
+
+
+# --- fedarena show ---------------------------------------------------------
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def show(path: str | Path) -> str:
+    """A terminal summary of a run or a sweep."""
+    runs = load_runs(path)
+    lines = [f"{path}: {len(runs)} run{'s' if len(runs) != 1 else ''}"]
+    for run in runs:
+        done, planned = run.attrs.get("rounds_done", 0), run.attrs.get("rounds_planned", "?")
+        lines.append(f"{run.label}: {run.status}, {done}/{planned} rounds")
+        if "error" in run.attrs:
+            lines.append(f"  error: {run.attrs['error']}")
+        finals = [f"{m} {_fmt(run.final(m))}" for m in TEST_METRICS + tuple(run.attack_metrics) if m in run.metrics]
+        if finals:
+            lines.append("  final: " + ", ".join(finals))
+        lines.append(f"  aggregator: {run.aggregator_label}; attack: {run.attack_label}")
+        detectors = [_plugin_label(v) for k, v in sorted(run.plugins.items()) if k.startswith("detector_")]
+        if run.detection:
+            tp, fp, fn = (int(run.detection.get(k, np.zeros(0)).sum())
+                          for k in ("true_positives", "false_positives", "false_negatives"))
+            caught = f"dropped {tp} of {tp + fn} malicious updates and {fp} benign ones"
+            lines.append(f"  detection ({', '.join(detectors) or 'non-finite updates only'}): {caught}")
+    return "\n".join(lines)
+
+
+# --- fedarena report ---------------------------------------------------------
+
+def heatmap_table(runs: list[RunView], metric: str):
+    """Final ``metric`` by aggregator (rows) x attack (columns), averaged
+    over everything else that varies (seeds, say).  Returns (rows, columns,
+    values) with NaN where no run had that pair."""
+    rows = sorted({r.aggregator_label for r in runs})
+    columns = sorted({r.attack_label for r in runs})
+    values = np.full((len(rows), len(columns)), np.nan)
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            found = [r.final(metric) for r in runs if r.aggregator_label == row and r.attack_label == column]
+            found = [v for v in found if not math.isnan(v)]
+            if found:
+                values[i, j] = float(np.mean(found))
+    return rows, columns, values
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_rounds(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_metrics(runs: list[RunView], out: Path) -> Path:
+    plt = _pyplot()
+    attack_metrics = sorted({m for r in runs for m in r.attack_metrics})
+    panels = 2 if attack_metrics else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    ax = axes[0][0]
+    for run in runs:
+        if "test_accuracy" in run.metrics:
+            ax.plot(run.metrics["round"], run.metrics["test_accuracy"], marker=".", label=run.label)
+    ax.set(xlabel="round", ylabel="test accuracy", title="Clean test accuracy", ylim=(0, 1.02))
+    _integer_rounds(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if attack_metrics:
+        ax = axes[0][1]
+        for run in runs:
+            for metric in run.attack_metrics:
+                ax.plot(run.metrics["round"], run.metrics[metric], marker=".", label=f"{run.label}: {metric}")
+        ax.set(xlabel="round", ylabel="attack metric", title="Attack success", ylim=(0, 1.02))
+        _integer_rounds(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "metrics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_client_scores(run: RunView, out: Path, index: int) -> Path | None:
+    """Per-client scores per round (the first detector's, else update norms),
+    malicious clients marked."""
+    clients = run.clients
+    if "update_norm" not in clients or not clients["update_norm"].size:
+        return None
+    scores = clients.get("detector_scores")
+    if scores is not None and scores.ndim == 3 and scores.shape[2] > 0:
+        values, what = scores[:, :, 0], "score of " + _plugin_label(run.plugins.get("detector_0", {}))
+    else:
+        values, what = clients["update_norm"], "update norm"
+    rounds = np.broadcast_to(np.arange(1, values.shape[0] + 1)[:, None], values.shape)
+    malicious = clients["malicious"].astype(bool)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.scatter(rounds[~malicious], values[~malicious], s=12, c="tab:blue", label="benign", alpha=0.7)
+    if malicious.any():
+        ax.scatter(rounds[malicious], values[malicious], s=22, c="tab:red", marker="x", label="malicious")
+    if "kept" in clients and (~clients["kept"].astype(bool)).any():
+        dropped = ~clients["kept"].astype(bool)
+        ax.scatter(rounds[dropped], values[dropped], s=70, facecolors="none", edgecolors="black", label="dropped")
+    ax.set(xlabel="round", ylabel=what, title=f"Per-client {what}: {run.label}")
+    _integer_rounds(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"clients_{index}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(runs: list[RunView], metric: str, out: Path) -> Path | None:
+    rows, columns, values = heatmap_table(runs, metric)
+    if np.isnan(values).all():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(columns), 1.2 + 0.6 * len(rows)))
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), labels=columns, rotation=20, ha="right")
+    ax.set_yticks(range(len(rows)), labels=rows)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if not math.isnan(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center",
+                        color="white" if values[i, j] < 0.6 else "black", fontsize=9)
+    ax.set(xlabel="attack", ylabel="aggregator", title=f"Final {metric.replace('_', ' ')}")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    path = out / f"heatmap_{metric}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_table(runs: list[RunView]) -> str:
+    attack_metrics = sorted({m for r in runs for m in r.attack_metrics})
+    columns = ["run", "status", "rounds", "aggregator", "attack", *TEST_METRICS, *attack_metrics, *DETECTION_METRICS]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for run in runs:
+        cells = [run.label, run.status, str(run.attrs.get("rounds_done", "")), run.aggregator_label, run.attack_label]
+        cells += [_fmt(run.final(m)) for m in (*TEST_METRICS, *attack_metrics, *DETECTION_METRICS)]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(run: RunView, path: Path) -> Path:
+    names = ["round"] + [m for m in run.metrics if m != "round"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        for i in range(len(run.metrics.get("round", []))):
+            writer.writerow([run.metrics[n][i] for n in names])
+    return path
+
+
+def report(paths: list[str], out: str | Path, with_csv: bool = False) -> list[Path]:
+    """Write the plots and tables of the given results files into ``out``."""
+    loaded = [(Path(path), run) for path in paths for run in load_runs(path)]
+    # Labels from several files must stay apart.
+    runs = [attrs.evolve(run, label=f"{path.stem}/{run.label}") if len(paths) > 1 else run for path, run in loaded]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plot_metrics(runs, out)]
+    for index, run in enumerate(runs):
+        written.append(plot_client_scores(run, out, index))
+    if len(runs) > 1:
+        for metric in ["test_accuracy"] + sorted({m for r in runs for m in r.attack_metrics}):
+            written.append(plot_heatmap(runs, metric, out))
+    summary = out / "summary.md"
+    summary.write_text("# fedarena report\n\n" + summary_table(runs))
+    written.append(summary)
+    if with_csv:
+        written += [write_csv(run, out / f"metrics_{i}.csv") for i, run in enumerate(runs)]
+    return [p for p in written if p is not None]
