@@ -119,6 +119,13 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from fedarena.core.workers import serve
+
+    return serve(args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fedarena import __version__
 
@@ -174,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Status, rounds done, final metrics and what the detectors caught.")
     show.add_argument("files", nargs="+", metavar="FILE.h5")
     show.set_defaults(handler=cmd_show)
+
+    worker = commands.add_parser(
+        "worker", help="serve TFF computations for runs on other machines",
+        description="Run a TFF executor service (TFF's C++ worker) until Ctrl-C or SIGTERM, for "
+        "`fedarena run --workers HOST:PORT,...` on other machines. It has no authentication.",
+    )
+    worker.add_argument("--host", default="127.0.0.1",
+                        help="address the runs will use to reach this worker (default: 127.0.0.1)")
+    worker.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    worker.set_defaults(handler=cmd_worker)
     return parser
 
 
@@ -187,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)
-        print(f"\nstopped by {signal.Signals(signum).name}; the results file keeps every completed round",
-              file=sys.stderr)
+        note = "; the results file keeps every completed round" if args.command == "run" else ""
+        print(f"\nstopped by {signal.Signals(signum).name}{note}", file=sys.stderr)
         return 128 + signum
 
 

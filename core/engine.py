@@ -294,12 +294,14 @@ class RoundComputations:
                 detector_scores=tf.stack(scores, axis=1) if scores else tf.zeros([tf.shape(updates)[0], 0]),
             )
 
+        # The CLIENTS-placed argument comes last: TFF 0.87's mergeable context
+        # (several workers) splits clients correctly only in that position.
         @tff.federated_computation(
             tff.FederatedType(weights_type, tff.SERVER),
-            tff.FederatedType(client_type, tff.CLIENTS),
             tff.FederatedType(round_type, tff.SERVER),
+            tff.FederatedType(client_type, tff.CLIENTS),
         )
-        def run_round(global_weights, client_data, round_info):
+        def run_round(global_weights, round_info, client_data):
             # Client work.
             updates = tff.federated_map(client_train, (tff.federated_broadcast(global_weights), client_data))
             # Gather the rows at the server, in slot order.
@@ -408,7 +410,7 @@ class Run:
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
-            out = call_interruptibly(self.computations.run_round, weights, inputs, self.round_info(round_number, state))
+            out = call_interruptibly(self.computations.run_round, weights, self.round_info(round_number, state), inputs)
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
             state = _as_arrays(out.pop("state"))
             attack_s, detection_s, aggregation_s = np.asarray(out.pop("stage_seconds"), np.float64)

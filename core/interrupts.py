@@ -49,3 +49,12 @@ def handled():
         for s, handler in previous.items():
             signal.signal(s, handler)
         _requested = None
+
+
+def sleep(seconds: float) -> None:
+    """Sleep, raising `Interrupted` if a stop is requested."""
+    import time
+
+    check()
+    time.sleep(seconds)
+    check()

@@ -200,3 +200,36 @@ def tff_workers(addresses: list[str] | None = None):
     finally:
         for worker in started:
             worker.stop()
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(host: str, port: int) -> int:
+    """``fedarena worker``: one owned worker in the foreground until a stop
+    is requested (Ctrl-C or SIGTERM); then it is stopped by its pid."""
+    import sys
+
+    from fedarena.core import interrupts
+
+    worker = LocalWorker(port=port or None, host=host).start()
+    try:
+        connect(f"127.0.0.1:{worker.port}", worker.process)
+        # TFF's worker binary has no option to choose its listening address:
+        # it listens on every interface of this machine, whatever --host says.
+        print(
+            f"WARNING: the TFF worker listens on port {worker.port} of EVERY network interface of this "
+            f"machine and has no authentication or encryption: anyone who can reach the port can run "
+            f"code here. Use it only on a trusted network or behind a firewall.",
+            file=sys.stderr,
+        )
+        if host not in LOOPBACK:
+            print(f"WARNING: advertising {host}, which is not a loopback address.", file=sys.stderr)
+        print(f"fedarena worker serving at {worker.address} (pid {worker.pid}); Ctrl-C to stop", flush=True)
+        while worker.process.poll() is None:
+            interrupts.sleep(0.2)
+        print(f"error: the TFF worker exited with code {worker.process.returncode}\n{worker.log_tail()}",
+              file=sys.stderr)
+        return 1
+    finally:
+        worker.stop()

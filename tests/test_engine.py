@@ -33,7 +33,7 @@ def test_one_tff_round_equals_numpy_fedavg_of_the_same_client_updates(tff_contex
     assert examples.tolist() == run.clients.sizes[ids].tolist()
     expected = start + (examples[:, None] * deltas).sum(axis=0) / examples.sum()
 
-    out = run.computations.run_round(start, inputs, run.round_info(1, run.computations.initial_state))
+    out = run.computations.run_round(start, run.round_info(1, run.computations.initial_state), inputs)
     np.testing.assert_allclose(out["weights"], expected, atol=1e-6)
     np.testing.assert_allclose(out["update_norm"], np.linalg.norm(deltas, axis=1), rtol=1e-5)
     np.testing.assert_allclose(out["aggregation_weight"], examples / examples.sum(), rtol=1e-6)
