@@ -18,8 +18,12 @@ for evaluation.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
+import weakref
+from pathlib import Path
 import attrs
 import numpy as np
 
@@ -30,24 +34,37 @@ from fedarena.core.failures import SCOPE_PREFIX, PluginFailure
 from fedarena.core.interfaces import Layer, ServerContext
 
 
-@attrs.frozen(eq=False)
-class ClientData:
-    """Every client's training samples, padded to one shape so that the
-    round computation is traced once and reused for every round."""
+class ClientStore:
+    """Every client's training samples, written once per run as two raw
+    files per client (features, labels); the client computation reads its
+    own files by client id.  Nothing is re-serialised from Python each
+    round, and a round touches only the sampled clients' files.
 
-    x: np.ndarray  # [num_clients, max_examples, *input_shape]
-    y: np.ndarray  # [num_clients, max_examples]
-    sizes: np.ndarray  # [num_clients]
+    Workers must see the same folder: local ones do; workers on other
+    machines need it on a shared file system.
+    """
 
-    @classmethod
-    def from_partition(cls, train_x, train_y, parts: list[np.ndarray]) -> "ClientData":
-        sizes = np.array([len(p) for p in parts], dtype=np.int32)
-        max_n = max(1, int(sizes.max()))
-        x = np.zeros((len(parts), max_n) + train_x.shape[1:], dtype=np.float32)
-        y = np.zeros((len(parts), max_n), dtype=np.int32)
-        for i, part in enumerate(parts):
-            x[i, : len(part)], y[i, : len(part)] = train_x[part], train_y[part]
-        return cls(x, y, sizes)
+    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, parts: list[np.ndarray]):
+        self.directory = Path(tempfile.mkdtemp(prefix="fedarena-clients-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self.directory), True)
+        for client, part in enumerate(parts):
+            np.ascontiguousarray(train_x[part], dtype=np.float32).tofile(self.directory / f"x{client}.raw")
+            np.ascontiguousarray(train_y[part], dtype=np.int32).tofile(self.directory / f"y{client}.raw")
+        self.sizes = np.array([len(p) for p in parts], dtype=np.int32)
+
+    def read(self, client, input_shape):
+        """In TF: (features, labels) of one client."""
+        import tensorflow as tf
+
+        def path(kind):
+            return tf.strings.join([str(self.directory), f"/{kind}", tf.strings.as_string(client), ".raw"])
+
+        x = tf.reshape(tf.io.decode_raw(tf.io.read_file(path("x")), tf.float32), [-1, *input_shape])
+        y = tf.io.decode_raw(tf.io.read_file(path("y")), tf.int32)
+        return x, y
+
+    def close(self) -> None:
+        self._remove()
 
 
 def attacker_groups(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +152,7 @@ def _in_scope(role: str, plugin, method, *args):
 class RoundComputations:
     """The TFF computations of one scenario, traced once per run."""
 
-    def __init__(self, scenario: Scenario, model: FlatModel, max_examples: int):
+    def __init__(self, scenario: Scenario, model: FlatModel, store: ClientStore):
         import tensorflow as tf
         import tensorflow_federated as tff
 
@@ -151,9 +168,6 @@ class RoundComputations:
 
         weights_type = tff.TensorType(np.float32, [dim])
         client_type = tff.StructType([
-            ("x", tff.TensorType(np.float32, [max_examples, *model.input_shape])),
-            ("y", tff.TensorType(np.int32, [max_examples])),
-            ("n", tff.TensorType(np.int32)),
             ("group", tff.TensorType(np.int32)),  # attack group acting this round, -1 if none
             ("seed", tff.TensorType(np.int64, [2])),
             ("slot", tff.TensorType(np.int32)),
@@ -175,10 +189,12 @@ class RoundComputations:
         def client_train(flat, data):
             # Client work: local training from the broadcast global model.
             start = model.unflatten(flat)
-            x, y = poison(data.x[: data.n], data.y[: data.n], data.group, data.seed, data.member)
+            x, y = store.read(data.client, model.input_shape)
+            n = tf.shape(y)[0]
+            x, y = poison(x, y, data.group, data.seed, data.member)
 
             def epoch_batches(epoch):
-                order = tf.argsort(tf.random.stateless_uniform([data.n], tf.random.experimental.stateless_fold_in(data.seed, epoch)))
+                order = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(data.seed, epoch)))
                 return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
             def step(state, indices):
@@ -197,7 +213,7 @@ class RoundComputations:
             final, _, loss_sum, count = batches.reduce((start, opt_state, 0.0, 0.0), step)
             delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
             return dict(
-                delta=delta, n=tf.cast(data.n, tf.float32), slot=data.slot, group=data.group, client=data.client,
+                delta=delta, n=tf.cast(n, tf.float32), slot=data.slot, group=data.group, client=data.client,
                 loss=tf.math.divide_no_nan(loss_sum, count),
             )
 
@@ -363,12 +379,15 @@ class Run:
         self.scenario = scenario
         self.data = scenario.dataset.load(scenario.seed)
         parts = scenario.split.partition(self.data.train_y, scenario.num_clients, np.random.default_rng([scenario.seed, 0]))
-        self.clients = ClientData.from_partition(self.data.train_x, self.data.train_y, parts)
+        self.clients = ClientStore(self.data.train_x, self.data.train_y, parts)
         num_classes = self.data.info.num_classes
         self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
         self.groups, self.members = attacker_groups(scenario)
         self.model = FlatModel(scenario)
-        self.computations = RoundComputations(scenario, self.model, self.clients.x.shape[1])
+        self.computations = RoundComputations(scenario, self.model, self.clients)
+
+    def close(self) -> None:
+        self.clients.close()
 
     def client_inputs(self, round_number: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         ids = sample_clients(self.scenario, round_number)
@@ -376,7 +395,7 @@ class Run:
         acting = np.where(active, self.groups[ids], -1).astype(np.int32)
         inputs = [
             dict(
-                x=self.clients.x[cid], y=self.clients.y[cid], n=self.clients.sizes[cid], group=acting[slot],
+                group=acting[slot],
                 seed=np.array([self.scenario.seed, round_number * self.scenario.num_clients + cid], np.int64),
                 slot=np.int32(slot), client=np.int32(cid), member=self.members[cid],
             )

@@ -135,6 +135,7 @@ def run_scenario(
             message = f"round {done + 1}: {_blame(scenario, registry, error)}{type(error).__name__}: {error}"
             raise RunError(f"the run failed in {message}") from error
         finally:
+            run.close()
             progress.close()
             writer.finish(status, message)
             hook.fedarena_run_end(run=info, status=status)
