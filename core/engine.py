@@ -264,7 +264,7 @@ class RoundComputations:
                 with tf.control_dependencies([t for t in tf.nest.flatten(after) if t is not None]):
                     return tf.timestamp()
 
-            state = {key: dict(round_info.state[key]) for key in self.initial_state}
+            state = {key: dict(tff.structure.iter_elements(round_info.state[key])) for key in self.initial_state}
             updates, groups = rows["delta"], rows["group"]
             started = stamp(global_weights, updates)
             ctx = ServerContext(
@@ -330,7 +330,7 @@ class RoundComputations:
         self.run_round = run_round
 
 
-def call_interruptibly(function, *args):
+def call_interruptibly(function, *args, watch=None):
     """Call a TFF computation so that Ctrl-C and SIGTERM still reach us.
 
     TFF's synchronous context waits on a future with no timeout; a signal
@@ -356,6 +356,8 @@ def call_interruptibly(function, *args):
     while thread.is_alive():
         thread.join(0.1)
         interrupts.check()
+        if watch is not None:
+            watch.check()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -385,6 +387,9 @@ class Run:
         self.groups, self.members = attacker_groups(scenario)
         self.model = FlatModel(scenario)
         self.computations = RoundComputations(scenario, self.model, self.clients)
+
+    # The workers in use, checked while a round runs (see `WorkerPool.check`).
+    watch = None
 
     def close(self) -> None:
         self.clients.close()
@@ -429,7 +434,8 @@ class Run:
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
-            out = call_interruptibly(self.computations.run_round, weights, self.round_info(round_number, state), inputs)
+            out = call_interruptibly(self.computations.run_round, weights, self.round_info(round_number, state), inputs,
+                                     watch=self.watch)
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
             state = _as_arrays(out.pop("state"))
             attack_s, detection_s, aggregation_s = np.asarray(out.pop("stage_seconds"), np.float64)

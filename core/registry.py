@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "fedarena.plugins.models",
     "fedarena.plugins.optimizers",
     "fedarena.plugins.attacks",
+    "fedarena.plugins.detectors",
     "fedarena.plugins.aggregators",
     "fedarena.plugins.metrics",
 )

@@ -116,7 +116,8 @@ class ResultsWriter:
         with h5py.File(self.path, mode) as f:
             yield f if self.group == "/" else f.require_group(self.group)
 
-    def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray) -> None:
+    def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray,
+              workers: tuple[str, ...] = ()) -> None:
         from fedarena import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,7 @@ class ResultsWriter:
             f.attrs["rounds_done"] = 0
             f.attrs["status"] = "running"
             f.attrs["started_at"] = _now()
+            f.attrs["workers"] = ",".join(workers) if workers else "local"
             versions = f.create_group("versions")
             for dist in ("tensorflow", "tensorflow-federated", "numpy", "h5py", "pluggy", "lark", "attrs"):
                 versions.attrs[dist] = _version(dist)

@@ -89,7 +89,7 @@ def run_scenario(
     checkpoint = writer.resume(scenario) if resume else None
     progress = progress or Progress(scenario.rounds)
     hook = registry.hook
-    with tff_workers(workers) as addresses:
+    with tff_workers(workers) as pool:
         try:
             run = Run(scenario)
         except FedarenaError:
@@ -98,10 +98,11 @@ def run_scenario(
             raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
         except Exception as error:
             raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
-        info = RunInfo(scenario, str(writer.path), tuple(addresses))
+        run.watch = pool
+        info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
         if checkpoint is None:
             try:
-                writer.start(scenario, registry, run.class_histogram, run.groups)
+                writer.start(scenario, registry, run.class_histogram, run.groups, tuple(workers or ()))
             except OSError as error:
                 raise RunError(f"cannot write the results file {writer.path}: {error}") from None
         hook.fedarena_run_start(run=info)

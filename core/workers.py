@@ -173,30 +173,57 @@ def execution_context(stubs):
     )
 
 
+class WorkerPool:
+    """The workers a command uses, and a health check for long calls: TFF
+    retries a call whose worker died, forever; `check` notices instead."""
+
+    def __init__(self, stubs: dict, processes: dict, grace: float = 5.0):
+        self.stubs, self.processes, self.grace = stubs, processes, grace
+        self._down_since: dict[str, float] = {}
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self.stubs)
+
+    def check(self) -> None:
+        """Raise `RunError` naming a worker that has stopped answering."""
+        now = time.monotonic()
+        for address, stub in self.stubs.items():
+            process = self.processes.get(address)
+            if process is not None and process.poll() is not None:
+                raise RunError(f"the TFF worker at {address} exited with code {process.returncode}")
+            if stub.is_ready:
+                self._down_since.pop(address, None)
+            elif now - self._down_since.setdefault(address, now) > self.grace:
+                raise RunError(
+                    f"the TFF worker at {address} stopped answering; start it again and continue with --resume"
+                )
+
+
 @contextlib.contextmanager
 def tff_workers(addresses: list[str] | None = None):
     """Install a TFF execution context for the duration of the block.
 
     With no addresses, start one local worker and stop it on the way out,
-    whatever the way out is.  Yields the list of worker addresses in use.
+    whatever the way out is.  Yields the `WorkerPool` in use.
     """
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
     started: list[LocalWorker] = []
     try:
         if addresses:
-            stubs = [connect(address) for address in addresses]
+            stubs = {address: connect(address) for address in addresses}
         else:
             worker = LocalWorker().start()
             started.append(worker)
             try:
-                stubs = [connect(worker.address, worker.process)]
+                stubs = {worker.address: connect(worker.address, worker.process)}
             except RunError as error:
                 raise RunError(f"{error}\n{worker.log_tail()}") from None
-            addresses = [worker.address]
-        context = execution_context(stubs)
+        pool = WorkerPool(stubs, {w.address: w.process for w in started})
+        context = execution_context(list(stubs.values()))
         with context_stack_impl.context_stack.install(context):
-            yield addresses
+            yield pool
     finally:
         for worker in started:
             worker.stop()

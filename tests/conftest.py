@@ -63,8 +63,8 @@ def tff_context():
     """One fedarena-owned TFF worker for the in-process tests of this session."""
     from fedarena.core.workers import tff_workers
 
-    with tff_workers() as addresses:
-        yield addresses
+    with tff_workers() as pool:
+        yield pool
 
 
 def fedarena_command(*args: str) -> list[str]:

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import alive, fedarena_command, run_fedarena, tiny_scenario, worker_children
+from conftest import alive, fedarena_command, run_fedarena, tiny_scenario
 from fedarena.core.workers import free_port
 from test_cli import read
 
@@ -41,10 +41,41 @@ def test_a_run_split_across_two_workers_matches_one_worker(tmp_path, write_scena
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
     assert run_fedarena("run", write_scenario(tiny_scenario(one, rounds=4), "one.fls")).returncode == 0
     addresses = ",".join(address for _, address, _ in two_workers)
-    before = set(worker_children(None))
     result = run_fedarena("run", write_scenario(tiny_scenario(two, rounds=4), "two.fls"), "--workers", addresses)
     assert result.returncode == 0, result.stderr
-    assert set(worker_children(None)) == before  # it used the given workers and started none of its own
-    (_, a), (_, b) = read(one), read(two)
+    (root_a, a), (root_b, b) = read(one), read(two)
+    assert (root_a["workers"], root_b["workers"]) == ("local", addresses)
     for name in ("metrics/test_accuracy", "metrics/test_loss", "clients/update_norm", "model/weights"):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_a_worker_that_dies_fails_the_round_by_name_and_resume_continues(tmp_path, write_scenario):
+    from test_cli import wait_for_rounds
+
+    port_a, port_b = free_port(), free_port()
+    (a, address_a, _), (b, address_b, binary_b) = start_worker(port_a), start_worker(port_b)
+    out = tmp_path / "out.h5"
+    path = write_scenario(tiny_scenario(out, rounds=400))
+    workers = f"{address_a},{address_b}"
+    run = subprocess.Popen(fedarena_command("run", path, "--workers", workers), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        wait_for_rounds(run, out, rounds=2)
+        os.kill(binary_b, signal.SIGKILL)
+        assert run.wait(120) == 1
+        err = run.stderr.read()
+        assert f"the TFF worker at {address_b} stopped answering; start it again and continue with --resume" in err
+        root, data = read(out)
+        assert root["status"] == "failed" and root["rounds_done"] >= 2
+        assert data["clients/id"].shape[0] == root["rounds_done"]
+        assert b.wait(30) == 1  # `fedarena worker` reports its dead binary and ends
+
+        b, _, _ = start_worker(port_b)  # the worker is back
+        resumed = run_fedarena("run", path, "--workers", workers, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert read(out)[0]["status"] == "complete"
+    finally:
+        for process in (a, b, run):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.wait(30)
