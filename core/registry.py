@@ -70,7 +70,9 @@ class PluginEntry:
 
     @property
     def doc(self) -> str:
-        return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
+        """The first paragraph of the plugin's docstring, on one line."""
+        paragraph = (self.cls.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(paragraph.split())
 
     def params(self):
         return declared_params(self.cls)
