@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import attrs
@@ -33,6 +34,7 @@ class RunView:
     detection: dict  # name -> 1-D array per round
     plugins: dict  # role -> attributes (name, parameters, distribution, ...)
     attack_groups: tuple[str, ...]
+    assignment: np.ndarray  # attack group of every client, -1 for benign
     point: dict  # a sweep point's assignments; empty for a single run
 
     @property
@@ -53,17 +55,14 @@ class RunView:
 
     @property
     def attack_label(self) -> str:
-        groups = [k for k in self.plugins if k.startswith("attack_")]
-        if not groups:
-            return "no attack"
-        assignment = self.clients.get("attack_group")
+        """The attack groups with their sizes, e.g. ``alie x 4``; ``no attack``
+        when no client attacks."""
         parts = []
-        for index, key in enumerate(sorted(groups)):
-            label = _plugin_label(self.plugins[key])
-            if assignment is not None and assignment.size and not (assignment == index).any():
-                label += " (idle)"
-            parts.append(label)
-        return " + ".join(parts)
+        for index, name in enumerate(self.attack_groups):
+            count = int(np.sum(self.assignment == index))
+            if count:
+                parts.append(f"{_plugin_label(self.plugins.get(f'attack_{name}', {}))} x {count}")
+        return " + ".join(parts) or "no attack"
 
 
 def _plugin_label(plugin_attrs: dict) -> str:
@@ -77,8 +76,9 @@ def _read_group(group: h5py.Group, label: str) -> RunView:
     plugins = {k: dict(v.attrs) for k, v in group["plugins"].items()} if "plugins" in group else {}
     attack_groups = tuple(str(n) for n in group["split"].attrs.get("attack_groups", ())) if "split" in group else ()
     point = json.loads(group.attrs["point"]) if "point" in group.attrs else {}
+    assignment = group["split/attack_group"][()] if "split/attack_group" in group else np.zeros(0, int)
     return RunView(label, dict(group.attrs), datasets("metrics"), datasets("clients"), datasets("detection"),
-                   plugins, attack_groups, point)
+                   plugins, attack_groups, assignment, point)
 
 
 def load_runs(path: str | Path) -> list[RunView]:
@@ -226,18 +226,18 @@ def plot_heatmap(runs: list[RunView], metric: str, out: Path) -> Path | None:
     if np.isnan(values).all():
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(columns), 1.2 + 0.6 * len(rows)))
+    wrap = lambda text: "\n".join(textwrap.wrap(text, 24)) or text  # noqa: E731
+    fig, ax = plt.subplots(figsize=(3.0 + 2.0 * len(columns), 2.2 + 0.55 * len(rows)), layout="constrained")
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(columns)), labels=columns, rotation=20, ha="right")
-    ax.set_yticks(range(len(rows)), labels=rows)
+    ax.set_xticks(range(len(columns)), labels=[wrap(c) for c in columns], fontsize=8)
+    ax.set_yticks(range(len(rows)), labels=[wrap(r) for r in rows], fontsize=8)
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not math.isnan(values[i, j]):
                 ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center",
-                        color="white" if values[i, j] < 0.6 else "black", fontsize=9)
+                        color="white" if values[i, j] < 0.6 else "black", fontsize=10)
     ax.set(xlabel="attack", ylabel="aggregator", title=f"Final {metric.replace('_', ' ')}")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
+    fig.colorbar(image, ax=ax, shrink=0.8)
     path = out / f"heatmap_{metric}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import json
 import os
 from importlib import metadata
 from pathlib import Path
@@ -121,6 +122,10 @@ class ResultsWriter:
         from fedarena import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.group != "/":  # a sweep point started anew replaces what an earlier try left
+            with h5py.File(self.path, "a") as f:
+                if self.group in f:
+                    del f[self.group]
         with self._open("w" if self.group == "/" else "a") as f:
             f.attrs["fedarena_version"] = __version__
             f.attrs["scenario"] = scenario.source
@@ -206,3 +211,74 @@ class ResultsWriter:
             f.attrs["finished_at"] = _now()
             if message:
                 f.attrs["error"] = message
+
+
+class SweepFile:
+    """One file for a whole sweep: root attribute ``kind = "sweep"``, an
+    index of the points (``/index/label``, ``/index/point``,
+    ``/index/status``), and each point's run in ``/runs/NNNN`` with the
+    schema of a single run."""
+
+    def __init__(self, path: str | os.PathLike, force: bool = False, resume: bool = False):
+        self.path = Path(path) if resume else claim_output(path, force)
+
+    @staticmethod
+    def group(index: int) -> str:
+        return f"runs/{index:04d}"
+
+    def start(self, source: str, title: str, labels: list[str], points: list[dict]) -> None:
+        from fedarena import __version__
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(self.path, "w") as f:
+            f.attrs["kind"] = "sweep"
+            f.attrs["fedarena_version"] = __version__
+            f.attrs["scenario"] = source
+            f.attrs["scenario_sha256"] = hashlib.sha256(source.encode()).hexdigest()
+            f.attrs["title"] = title
+            f.attrs["runs"] = len(labels)
+            f.attrs["status"] = "running"
+            f.attrs["started_at"] = _now()
+            f.create_dataset("index/label", data=np.array(labels, dtype=object), dtype=_STRING)
+            f.create_dataset("index/point", data=np.array([json.dumps(p) for p in points], dtype=object),
+                             dtype=_STRING)
+            f.create_dataset("index/status", data=np.array(["pending"] * len(labels), dtype=object), dtype=_STRING)
+            f.create_group("runs")
+
+    def statuses(self, source: str) -> list[str]:
+        """For --resume: each point's status, after checking it is the same sweep."""
+        if not self.path.is_file():
+            raise UsageError(f"{self.path} does not exist; there is nothing to resume (run without --resume)")
+        with h5py.File(self.path, "r") as f:
+            if f.attrs.get("kind") != "sweep" or f.attrs.get("scenario_sha256") != hashlib.sha256(
+                source.encode()
+            ).hexdigest():
+                raise UsageError(f"{self.path} was written by a different scenario text; resume with the same "
+                                 f"file, or start anew with --force")
+            return [s.decode() if isinstance(s, bytes) else str(s) for s in f["index/status"][()]]
+
+    def label(self, index: int, label: str, point: dict) -> None:
+        with h5py.File(self.path, "a") as f:
+            group = f.require_group(self.group(index))
+            group.attrs["label"], group.attrs["point"], group.attrs["index"] = label, json.dumps(point), index
+
+    def mark(self, index: int, status: str) -> None:
+        with h5py.File(self.path, "a") as f:
+            f["index/status"][index] = status
+
+    def merge(self, index: int, run_file: Path) -> None:
+        """Copy a point's own results file (from a parallel job) into its group."""
+        with h5py.File(self.path, "a") as f, h5py.File(run_file, "r") as source:
+            name = self.group(index)
+            if name in f:
+                del f[name]
+            group = f.create_group(name)
+            for key in source:
+                source.copy(source[key], group, name=key)
+            for key, value in source.attrs.items():
+                group.attrs[key] = value
+
+    def finish(self, status: str) -> None:
+        with h5py.File(self.path, "a") as f:
+            f.attrs["status"] = status
+            f.attrs["finished_at"] = _now()

@@ -13,7 +13,7 @@ from fedarena.core.check import Scenario
 from fedarena.core.errors import FedarenaError, RunError
 from fedarena.core.failures import PluginFailure, failing_role
 from fedarena.core.registry import Registry
-from fedarena.core.results import ResultsWriter
+from fedarena.core.results import ResultsWriter, SweepFile
 from fedarena.core.workers import tff_workers
 
 
@@ -83,61 +83,212 @@ def run_scenario(
     Returns the final metrics.  Raises `RunError` on failure and lets
     `KeyboardInterrupt` through; the file's ``status`` says which happened.
     """
-    from fedarena.core.engine import Run
-
     writer = ResultsWriter(scenario.output, force, resume)  # refuse before any work
     checkpoint = writer.resume(scenario) if resume else None
-    progress = progress or Progress(scenario.rounds)
-    hook = registry.hook
     with tff_workers(workers) as pool:
+        return execute(scenario, registry, writer, pool, progress or Progress(scenario.rounds), checkpoint)
+
+
+def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool, progress: Progress,
+            checkpoint=None) -> dict:
+    """Run a scenario on the given TFF workers into ``writer`` (from
+    ``checkpoint`` when resuming); returns the final metrics."""
+    from fedarena.core.engine import Run
+
+    hook = registry.hook
+    try:
+        run = Run(scenario)
+    except FedarenaError:
+        raise
+    except PluginFailure as failure:
+        raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
+    except Exception as error:
+        raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
+    run.watch = pool
+    info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
+    if checkpoint is None:
         try:
-            run = Run(scenario)
-        except FedarenaError:
-            raise
-        except PluginFailure as failure:
-            raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
-        except Exception as error:
-            raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
-        run.watch = pool
-        info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
-        if checkpoint is None:
-            try:
-                writer.start(scenario, registry, run.class_histogram, run.groups, tuple(workers or ()))
-            except OSError as error:
-                raise RunError(f"cannot write the results file {writer.path}: {error}") from None
-        hook.fedarena_run_start(run=info)
-        status, message, final, done = "failed", "", {}, 0
-        resume_from = {}
-        if checkpoint is not None:
-            done = checkpoint.rounds_done
-            resume_from = dict(weights=checkpoint.weights, state=checkpoint.state or None, first_round=done + 1,
-                               detection_totals=checkpoint.detection_totals)
-        try:
-            for result in run.rounds(**resume_from):
-                writer.write_round(result)
-                done = result.round
-                interrupts.check()
-                final.update(result.metrics)
-                progress.update(result)
-                answers = hook.fedarena_round_end(run=info, round=result.round, metrics=dict(result.metrics))
-                if any(answer is False for answer in answers):
-                    status = "interrupted"
-                    message = f"stopped by a plugin after round {result.round}"
-                    break
-            else:
-                status = "complete"
-        except KeyboardInterrupt:
-            status, message = "interrupted", f"interrupted by a signal after round {done}"
-            raise
-        except FedarenaError as error:
-            message = f"round {done + 1}: {error}"
-            raise
-        except Exception as error:
-            message = f"round {done + 1}: {_blame(scenario, registry, error)}{type(error).__name__}: {error}"
-            raise RunError(f"the run failed in {message}") from error
-        finally:
+            writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given))
+        except OSError as error:
             run.close()
-            progress.close()
-            writer.finish(status, message)
-            hook.fedarena_run_end(run=info, status=status)
+            raise RunError(f"cannot write the results file {writer.path}: {error}") from None
+    hook.fedarena_run_start(run=info)
+    status, message, final, done = "failed", "", {}, 0
+    resume_from = {}
+    if checkpoint is not None:
+        done = checkpoint.rounds_done
+        resume_from = dict(weights=checkpoint.weights, state=checkpoint.state or None, first_round=done + 1,
+                           detection_totals=checkpoint.detection_totals)
+    try:
+        for result in run.rounds(**resume_from):
+            writer.write_round(result)
+            done = result.round
+            interrupts.check()
+            final.update(result.metrics)
+            progress.update(result)
+            answers = hook.fedarena_round_end(run=info, round=result.round, metrics=dict(result.metrics))
+            if any(answer is False for answer in answers):
+                status = "interrupted"
+                message = f"stopped by a plugin after round {result.round}"
+                break
+        else:
+            status = "complete"
+    except KeyboardInterrupt:
+        status, message = "interrupted", f"interrupted by a signal after round {done}"
+        raise
+    except FedarenaError as error:
+        message = f"round {done + 1}: {error}"
+        raise
+    except Exception as error:
+        message = f"round {done + 1}: {_blame(scenario, registry, error)}{type(error).__name__}: {error}"
+        raise RunError(f"the run failed in {message}") from error
+    finally:
+        run.close()
+        progress.close()
+        writer.finish(status, message)
+        hook.fedarena_run_end(run=info, status=status)
     return final
+
+
+@attrs.frozen
+class PointOutcome:
+    index: int
+    label: str
+    status: str
+    final: dict
+    message: str = ""
+
+
+def run_sweep(
+    points: list,
+    registry: Registry,
+    *,
+    scenario_path: str,
+    output: str,
+    force: bool = False,
+    resume: bool = False,
+    jobs: int = 1,
+    workers: list[str] | None = None,
+    report=None,
+) -> list[PointOutcome]:
+    """Run every point of a sweep into one file (`SweepFile`).
+
+    ``points`` are (SweepPoint, Scenario) pairs.  With ``jobs`` > 1 the
+    points run as child processes (``fedarena run FILE --point I``), each
+    with its own TFF worker (or the given ``workers``), and each finished
+    point is merged into the sweep file at once.  A failing point is
+    recorded and the others go on.  ``report(outcome)`` is called as each
+    point ends.  With ``resume``, complete points are kept and the others
+    run again (in-process ones continue from their last round).
+    """
+    sweep = SweepFile(output, force, resume)
+    first = points[0][1]
+    if resume:
+        statuses = sweep.statuses(first.source)
+    else:
+        sweep.start(first.source, first.title, [p.label for p, _ in points], [p.assignments for p, _ in points])
+        statuses = ["pending"] * len(points)
+    todo = [i for i, status in enumerate(statuses) if status != "complete"]
+    report = report or (lambda outcome: None)
+    outcomes: list[PointOutcome] = []
+
+    def ended(outcome: PointOutcome) -> None:
+        sweep.mark(outcome.index, outcome.status)
+        outcomes.append(outcome)
+        report(outcome)
+
+    try:
+        if jobs <= 1:
+            with tff_workers(workers) as pool:
+                for index in todo:
+                    point, scenario = points[index]
+                    writer = ResultsWriter(output, group=SweepFile.group(index))
+                    checkpoint = None
+                    if statuses[index] != "pending":
+                        try:
+                            checkpoint = writer.resume(scenario)
+                        except (FedarenaError, KeyError):
+                            checkpoint = None  # nothing usable: start the point anew
+                    sweep.mark(index, "running")
+                    try:
+                        final = execute(scenario, registry, writer, pool, Progress(scenario.rounds), checkpoint)
+                        sweep.label(index, point.label, point.assignments)
+                        ended(PointOutcome(index, point.label, "complete", final))
+                    except RunError as error:
+                        sweep.label(index, point.label, point.assignments)
+                        ended(PointOutcome(index, point.label, "failed", {}, str(error)))
+                    except KeyboardInterrupt:
+                        sweep.label(index, point.label, point.assignments)
+                        sweep.mark(index, "interrupted")
+                        raise
+        else:
+            _run_jobs(points, todo, sweep, scenario_path, output, jobs, workers, ended)
+    except KeyboardInterrupt:
+        sweep.finish("interrupted")
+        raise
+    failed = any(o.status != "complete" for o in outcomes)
+    sweep.finish("failed" if failed else "complete")
+    return outcomes
+
+
+def _run_jobs(points, todo, sweep, scenario_path, output, jobs, workers, ended) -> None:
+    """Up to ``jobs`` points at a time, each a child ``fedarena run --point``."""
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    scratch = Path(tempfile.mkdtemp(prefix="fedarena-sweep-"))
+    waiting, running = list(todo), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                index = waiting.pop(0)
+                part = scratch / f"point{index}.h5"
+                command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--point", str(index),
+                           "-o", str(part), "--force", "--progress", "none"]
+                if workers:
+                    command += ["--workers", ",".join(workers)]
+                log = open(scratch / f"point{index}.log", "w+")
+                child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                running[index] = (child, part, log)
+                sweep.mark(index, "running")
+            for index, (child, part, log) in list(running.items()):
+                if child.poll() is None:
+                    continue
+                del running[index]
+                point, _ = points[index]
+                log.seek(0)
+                message = log.read().strip().splitlines()
+                log.close()
+                if part.exists():
+                    sweep.merge(index, part)
+                    sweep.label(index, point.label, point.assignments)
+                    part.unlink()
+                if child.returncode == 0:
+                    from fedarena.core.report import load_runs
+
+                    (view,) = [r for r in load_runs(sweep.path) if r.attrs.get("index") == index]
+                    final = {m: view.final(m) for m in view.metrics if m != "round"}
+                    ended(PointOutcome(index, point.label, "complete", final))
+                else:
+                    ended(PointOutcome(index, point.label, "failed", {}, message[-1] if message else
+                                       f"exit code {child.returncode}"))
+            interrupts.sleep(0.2)
+    except KeyboardInterrupt:
+        for child, _, _ in running.values():
+            child.terminate()  # each stops in order and marks its own file interrupted
+        for index, (child, part, log) in running.items():
+            child.wait()
+            log.close()
+            if part.exists():
+                sweep.merge(index, part)
+                point, _ = points[index]
+                sweep.label(index, point.label, point.assignments)
+            sweep.mark(index, "interrupted")
+        raise
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)

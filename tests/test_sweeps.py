@@ -1,0 +1,86 @@
+"""Sweeps run end to end: one file for the whole grid, its report, parallel
+jobs, and a failing point that does not stop the others."""
+
+import math
+
+import h5py
+import matplotlib.image
+import numpy as np
+
+from conftest import run_fedarena, worker_children
+from fedarena.core.report import heatmap_table, load_runs
+
+SWEEP = """\
+scenario "tiny sweep" {{
+  seed 1
+  rounds 2
+  dataset {dataset}
+  split iid over 6 clients
+  model mlp(hidden = [8])
+  training {{
+    clients_per_round 4
+    batch_size 16
+    optimizer sgd(learning_rate = 0.2)
+  }}
+  attack label_flip(mode = "all_to_one", target = 0) {{
+    clients 2
+  }}
+  aggregator fedavg
+  output "{output}"
+}}
+
+sweep {{
+{axes}
+}}
+"""
+SYNTHETIC = "synthetic(samples = 600, features = 8, classes = 3)"
+
+
+def test_a_sweep_writes_one_file_and_its_report_matches_it(tmp_path, write_scenario):
+    out = tmp_path / "sweep.h5"
+    axes = "  aggregator in [fedavg, median]\n  attack[label_flip].clients in [0, 2]"
+    path = write_scenario(SWEEP.format(dataset=SYNTHETIC, output=out, axes=axes))
+    result = run_fedarena("run", path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"sweep of 4 runs, 4 complete now, 0 failed; results written to {out}")
+    with h5py.File(out) as f:
+        assert f.attrs["kind"] == "sweep" and f.attrs["status"] == "complete" and f.attrs["runs"] == 4
+        assert [s.decode() for s in f["index/status"][()]] == ["complete"] * 4
+        assert f["index/label"][0].decode() == "aggregator=fedavg, attack[label_flip].clients=0"
+        assert f["runs/0003"].attrs["scenario"] == path.read_text()  # every point keeps the scenario text
+        assert f["runs/0003/plugins/aggregator"].attrs["name"] == "median"
+        assert (f["runs/0001/split/attack_group"][()] >= 0).sum() == 2
+        assert (f["runs/0000/split/attack_group"][()] >= 0).sum() == 0
+
+    report = tmp_path / "report"
+    assert run_fedarena("report", out, "--out", report).returncode == 0
+    runs = load_runs(out)
+    rows, columns, values = heatmap_table(runs, "test_accuracy")
+    assert rows == ["fedavg", "median"] and columns[1] == "no attack" and columns[0].endswith(" x 2")
+    by_point = {(r.aggregator_label, r.attack_label): r.metrics["test_accuracy"][-1] for r in runs}
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            assert values[i, j] == by_point[(row, column)]
+    image = matplotlib.image.imread(report / "heatmap_test_accuracy.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400
+
+
+def test_parallel_jobs_finish_the_others_when_one_point_fails(tmp_path, write_scenario):
+    out = tmp_path / "sweep.h5"
+    axes = f'  dataset in [{SYNTHETIC}, mnist(path = "{tmp_path}/no-such-folder"), synthetic(samples = 300)]'
+    path = write_scenario(SWEEP.format(dataset=SYNTHETIC, output=out, axes=axes))
+    before = set(worker_children(None))
+    result = run_fedarena("run", path, "--jobs", "2")
+    assert result.returncode == 1
+    assert "error: point 1 (dataset=mnist(" in result.stderr and "no-such-folder" in result.stderr
+    assert "sweep of 3 runs, 2 complete now, 1 failed" in result.stdout
+    assert set(worker_children(None)) <= before  # every job's worker is gone
+    with h5py.File(out) as f:
+        assert [s.decode() for s in f["index/status"][()]] == ["complete", "failed", "complete"]
+        assert f.attrs["status"] == "failed"
+        for index in (0, 2):
+            run = f[f"runs/{index:04d}"]
+            assert run.attrs["status"] == "complete" and len(run["metrics/round"]) == 2
+    accuracy = [r.final("test_accuracy") for r in load_runs(out)]
+    assert not math.isnan(accuracy[0]) and not math.isnan(accuracy[-1])
+    assert np.isfinite(accuracy[0])
