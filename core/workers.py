@@ -179,6 +179,8 @@ class WorkerPool:
 
     def __init__(self, stubs: dict, processes: dict, grace: float = 5.0):
         self.stubs, self.processes, self.grace = stubs, processes, grace
+        # The addresses the user gave (empty when the workers are our own).
+        self.given = [address for address in stubs if address not in processes]
         self._down_since: dict[str, float] = {}
 
     @property
