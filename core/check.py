@@ -19,6 +19,7 @@ import attrs
 from fedarena.core import spec
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
 from fedarena.core.interfaces import Facts, Plugin
+from fedarena.core.language import capped
 from fedarena.core.params import ParamInfo
 from fedarena.core.registry import Registry
 
@@ -91,6 +92,8 @@ class Scenario:
     output: str
     source: str = attrs.field(repr=False, default="")
     filename: str = "<scenario>"
+    # The sweep point this run is, as (path, value) pairs; empty for a plain scenario.
+    sweep_point: tuple[tuple[str, str], ...] = ()
 
     @property
     def facts(self) -> Facts:
@@ -119,19 +122,33 @@ def did_you_mean(name: str, known: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def number(value: int | float) -> str:
+    """A number as messages show it (ints exactly, however long)."""
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 30 else text[:12] + "..." + text[-6:]
+    return f"{value:g}"
+
+
 def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, int):
-        return f"integer {value}"
+        return f"integer {number(value)}"
     if isinstance(value, float):
         return f"number {value:g}"
     if isinstance(value, str):
-        return f'string "{value}"'
+        return f'string "{value if len(value) <= 40 else value[:37] + "..."}"'
     if isinstance(value, tuple):
         return "a list"
     if isinstance(value, spec.Call):
-        return f"'{value.name}(...)'"
+        return f"'{value.name}(...)'" if value.args else f"the name '{value.name}'"
+    if isinstance(value, spec.Percent):
+        return f"percentage {value}"
+    if isinstance(value, spec.Range):
+        return f"range {value}"
+    if isinstance(value, spec.Every):
+        return f"'{value}'"
     return f"'{value}'"
 
 
@@ -164,9 +181,10 @@ def _out_of_range(info: ParamInfo, value: Any) -> str | None:
             ("<=", info.le, lambda a, b: a <= b), ("<", info.lt, lambda a, b: a < b),
         ):
             if bound is not None and not ok(v, bound):
-                return f"must be {symbol} {bound:g}, got {v:g}"
+                return f"must be {symbol} {bound:g}, got {number(v)}"
     if info.choices is not None and value not in info.choices:
-        return f"must be one of {', '.join(map(repr, info.choices))}, got {value!r}"
+        hint = did_you_mean(value, [str(c) for c in info.choices]) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(map(repr, info.choices))}, got {value!r}{hint}"
     return None
 
 
@@ -182,6 +200,9 @@ class Checker:
 
     def resolve(self, kind: str, call: spec.Call) -> Plugin | None:
         """Instantiate the plugin a call names, or record why not."""
+        if not isinstance(call, spec.Call):
+            self.error(f"expected {_article(kind)} name, got {describe(call)}", None)
+            return None
         entry = self.registry.get(kind, call.name)
         if entry is None:
             known = self.registry.names(kind)
@@ -205,7 +226,8 @@ class Checker:
                 self.error(f"{kind} '{call.name}' has no parameter '{arg.name}'{hint}", arg.span)
                 ok = False
                 continue
-            value = self.value_for(info, arg.value, f"parameter '{arg.name}' of {kind} '{call.name}'", arg.span)
+            value = self.value_for(info, arg.value, f"parameter '{arg.name}' of {kind} '{call.name}'",
+                                   arg.value_span or arg.span)
             if value is _INVALID:
                 ok = False
             else:
@@ -218,7 +240,7 @@ class Checker:
             return None
         try:
             return entry.cls(**kwargs)
-        except (ValueError, TypeError) as error:
+        except Exception as error:  # a plugin's own validation, or a bug in it: a message either way
             self.error(f"{kind} '{call.name}': {error}", call.span)
             return None
 
@@ -227,7 +249,7 @@ class Checker:
             if isinstance(value, spec.Call):
                 plugin = self.resolve(info.kind, value)
                 return _INVALID if plugin is None else plugin
-            self.error(f"{what} must be a {info.kind}, got {describe(value)}", span)
+            self.error(f"{what} must be {_article(info.kind)}, got {describe(value)}", span)
             return _INVALID
         if isinstance(value, spec.Call) and not value.args and info.type is str:
             value = value.name  # a bare word where a string is expected
@@ -238,7 +260,13 @@ class Checker:
         if problem:
             self.error(f"{what} {problem}", span)
             return _INVALID
-        return float(value) if info.type is float else value
+        if info.type is float:
+            try:
+                return float(value)
+            except OverflowError:
+                self.error(f"{what} is too large, got {describe(value)}", span)
+                return _INVALID
+        return value
 
 
 _INVALID = object()
@@ -248,34 +276,69 @@ def _article(type_text: str) -> str:
     return ("an " if type_text[:1] in "aeiou" else "a ") + type_text
 
 
+def group_names(names: list[str]) -> list[str]:
+    """Distinct names for plugins used more than once in a scenario (attack
+    groups, detectors): the plugin's name, numbered when it repeats."""
+    return [f"{n}_{names[: i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
 def check(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None = None) -> Scenario:
-    """Resolve and check a parsed scenario; raise `ScenarioError` listing every problem."""
+    """Resolve and check a parsed scenario; raise `ScenarioError` listing every problem.
+
+    A scenario with a sweep is checked at every point of its grid
+    (`fedarena.core.sweep.check_points` returns each point's `Scenario`);
+    it is returned here only when the grid has a single point."""
+    if scenario.sweep is not None:
+        from fedarena.core.sweep import check_points
+
+        runs = check_points(scenario, registry, output_override)
+        if len(runs) == 1:
+            return runs[0][1]
+        raise ScenarioError(
+            [Diagnostic(f"this scenario is a sweep of {len(runs)} runs; check and run it point by point "
+                        "(fedarena.core.sweep.check_points)", scenario.sweep.span)],
+            scenario.filename, scenario.source,
+        )
+    return _check_one(scenario, registry, output_override)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None) -> Scenario:
     c = Checker(registry, scenario.filename, scenario.source)
     by_keyword: dict[str, spec.Statement] = {}
     for statement in scenario.statements:
         if statement.keyword in SINGLE_STATEMENTS:
             if statement.keyword in by_keyword:
                 first = by_keyword[statement.keyword].span
-                c.error(f"'{statement.keyword}' is given twice (first on line {first.line})", statement.span)
+                where = f" (first on line {first.line})" if first else ""
+                c.error(f"'{statement.keyword}' is given twice{where}", statement.span)
                 continue
             by_keyword[statement.keyword] = statement
     for keyword in REQUIRED_STATEMENTS:
         if keyword not in by_keyword:
             c.error(f"the scenario has no '{keyword}' statement; add one", scenario.span)
 
-    def plain(keyword: str, default: Any, minimum: int):
+    def plain(keyword: str, default: int, minimum: int) -> int:
         statement = by_keyword.get(keyword)
         if statement is None:
             return default
-        if statement.value < minimum:
-            c.error(f"'{keyword}' must be >= {minimum}, got {statement.value}", statement.span)
-        return statement.value
+        value, span = statement.value, statement.value_span or statement.span
+        if not _is_int(value):
+            c.error(f"'{keyword}' must be an integer, got {describe(value)}", span)
+            return default
+        if value < minimum:
+            c.error(f"'{keyword}' must be >= {minimum}, got {number(value)}", span)
+            return default
+        return value
 
     seed = plain("seed", 0, 0)
     rounds = plain("rounds", 1, 1)
     evaluate_every = plain("evaluate", 1, 1)
 
-    plugins = {}
+    plugins: dict[str, Plugin | None] = {}
     for keyword, kind in STATEMENT_KINDS.items():
         statement = by_keyword.get(keyword)
         if statement is not None:
@@ -283,63 +346,93 @@ def check(scenario: spec.ScenarioSpec, registry: Registry, output_override: str 
     aggregator_statement = by_keyword.get("aggregator")
     if aggregator_statement is None:
         plugins["aggregator"] = c.resolve("aggregator", spec.Call("fedavg"))
-    split, num_clients = None, 1
+    # The number of clients, None while unknown (no split, or a bad count):
+    # the rules that compare with it are then left out.
+    split, num_clients = None, None
     if "split" in by_keyword:
         statement = by_keyword["split"]
-        call, num_clients = statement.value
+        call, count = statement.value
         split = c.resolve("split", call)
-        if num_clients < 1:
-            c.error(f"a split needs at least 1 client, got {num_clients}", statement.span)
-            num_clients = 1
+        span = statement.value_span or statement.span
+        if not _is_int(count):
+            c.error(f"the number of clients must be an integer, got {describe(count)}", span)
+        elif count < 1:
+            c.error(f"a split needs at least 1 client, got {number(count)}", span)
+        else:
+            num_clients = count
 
     training = _training(c, by_keyword.get("training"), num_clients)
     detectors = tuple(c.resolve("detector", s.value) for s in scenario.all("detector"))
-    attacks = tuple(_attack(c, s, num_clients) for s in scenario.all("attack"))
+    attacks = tuple(_attack(c, s, num_clients, rounds) for s in scenario.all("attack"))
     # Each group gets a distinct name: the plugin's, numbered when repeated.
-    names = [a.name if a else None for a in attacks]
-    attacks = tuple(
-        attrs.evolve(a, name=f"{a.name}_{names[: i + 1].count(a.name)}") if a and names.count(a.name) > 1 else a
-        for i, a in enumerate(attacks)
-    )
+    names = group_names([s.value.call.name for s in scenario.all("attack")])
+    attacks = tuple(attrs.evolve(a, name=name) if a else a for a, name in zip(attacks, names))
     metrics = tuple((name, c.resolve("metric", spec.Call(name))) for name in ("accuracy", "loss"))
 
-    output = output_override or (
-        by_keyword["output"].value if "output" in by_keyword else str(Path("results") / (Path(scenario.filename).stem + ".h5"))
-    )
+    output = output_override
+    if output is None and "output" in by_keyword:
+        statement = by_keyword["output"]
+        output = statement.value
+        if not isinstance(output, str) or not output.strip():
+            what = "an empty string" if isinstance(output, str) else describe(output)
+            c.error(f"'output' must be the path of the results file, got {what}",
+                    statement.value_span or statement.span)
+    if output is None:
+        output = str(Path("results") / (Path(scenario.filename).stem + ".h5"))
     total_attackers = sum(a.num_clients for a in attacks if a is not None)
-    if total_attackers > num_clients:
+    if num_clients is not None and total_attackers > num_clients:
         span = scenario.all("attack")[-1].span
         c.error(f"the attack blocks take {total_attackers} clients, but the split has only {num_clients}", span)
 
     if c.problems or training is None or any(p is None for p in plugins.values()) or split is None \
             or any(d is None for d in detectors) or any(a is None for a in attacks):
-        raise ScenarioError(c.problems, scenario.filename, scenario.source)
+        raise ScenarioError(capped(c.problems), scenario.filename, scenario.source)
 
     resolved = Scenario(
         title=scenario.title, seed=seed, rounds=rounds, dataset=plugins["dataset"], split=split,
         num_clients=num_clients, model=plugins["model"], training=training, attacks=attacks,
         detectors=detectors, aggregator=plugins["aggregator"], metrics=metrics,
         evaluate_every=evaluate_every, output=output, source=scenario.source, filename=scenario.filename,
+        sweep_point=scenario.point,
     )
     # Rules of each plugin that need the rest of the scenario.
-    facts = resolved.facts
+    try:
+        facts = resolved.facts
+    except Exception as error:  # a dataset plugin that cannot describe itself
+        c.error(f"dataset '{by_keyword['dataset'].value.name}' cannot describe its data: {error}",
+                by_keyword["dataset"].value.span)
+        raise ScenarioError(capped(c.problems), scenario.filename, scenario.source) from None
+    optimizer_setting = next((s for s in (by_keyword["training"].value if "training" in by_keyword else ())
+                              if s.name == "optimizer"), None)
+    aggregator_call = aggregator_statement.value if aggregator_statement else spec.Call("fedavg", span=scenario.span)
+    optimizer_call = optimizer_setting.value if optimizer_setting else TRAINING_SETTINGS["optimizer"].default
     to_check = [
-        (resolved.dataset, by_keyword["dataset"].value.span),
-        (resolved.split, by_keyword["split"].value[0].span),
-        (resolved.model, by_keyword["model"].value.span),
-        (resolved.aggregator, aggregator_statement.value.span if aggregator_statement else scenario.span),
+        ("dataset", by_keyword["dataset"].value, resolved.dataset, by_keyword["dataset"].value.span),
+        ("split", by_keyword["split"].value[0], resolved.split, by_keyword["split"].value[0].span),
+        ("model", by_keyword["model"].value, resolved.model, by_keyword["model"].value.span),
+        ("optimizer", optimizer_call, resolved.training.optimizer,
+         optimizer_setting.value_span if optimizer_setting else by_keyword.get("training", scenario).span),
+        ("aggregator", aggregator_call, resolved.aggregator, aggregator_call.span),
     ]
-    to_check += [(g.attack, s.value.call.span) for g, s in zip(attacks, scenario.all("attack"))]
-    to_check += [(d, s.value.span) for d, s in zip(detectors, scenario.all("detector"))]
-    for plugin, span in to_check:
-        for message in plugin.check(facts):
-            c.error(message, span)
+    to_check += [("attack", s.value.call, g.attack, s.value.call.span) for g, s in zip(attacks, scenario.all("attack"))]
+    to_check += [("detector", s.value, d, s.value.span) for d, s in zip(detectors, scenario.all("detector"))]
+    for kind, call, plugin, span in to_check:
+        try:
+            messages = list(plugin.check(facts))
+        except Exception as error:  # a bug in a plugin's check must not become a traceback
+            messages = [f"{kind} '{call.name}' failed while checking the scenario: {type(error).__name__}: {error}"]
+        for message in messages:
+            c.error(str(message), span)
     if c.problems:
-        raise ScenarioError(c.problems, scenario.filename, scenario.source)
+        raise ScenarioError(capped(c.problems), scenario.filename, scenario.source)
     return resolved
 
 
-def _training(c: Checker, statement: spec.Statement | None, num_clients: int) -> Training | None:
+def _clients(count: int) -> str:
+    return "1 client" if count == 1 else f"{count} clients"
+
+
+def _training(c: Checker, statement: spec.Statement | None, num_clients: int | None) -> Training | None:
     values = {name: setting.default for name, setting in TRAINING_SETTINGS.items()}
     spans: dict[str, Span | None] = {}
     ok = True
@@ -354,9 +447,11 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int) ->
             c.error(f"training setting '{setting.name}' is given twice", setting.span)
             ok = False
             continue
-        spans[setting.name] = setting.span
-        info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge, kind=declared.kind)
-        value = c.value_for(info, setting.value, f"training setting '{setting.name}'", setting.span)
+        spans[setting.name] = setting.value_span or setting.span
+        info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge,
+                         kind=declared.kind)
+        value = c.value_for(info, setting.value, f"training setting '{setting.name}'",
+                            setting.value_span or setting.span)
         if value is _INVALID:
             ok = False
         else:
@@ -364,11 +459,14 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int) ->
     optimizer = values["optimizer"]
     if isinstance(optimizer, spec.Call):
         optimizer = c.resolve("optimizer", optimizer)
-    if values["clients_per_round"] is None:
+    if num_clients is None:
+        ok = False  # reported where the split is
+    elif values["clients_per_round"] is None:
         values["clients_per_round"] = num_clients
     elif values["clients_per_round"] > num_clients:
         c.error(
-            f"clients_per_round is {values['clients_per_round']}, but the split has only {num_clients} clients",
+            f"clients_per_round is {number(values['clients_per_round'])}, "
+            f"but the split has only {_clients(num_clients)}",
             spans["clients_per_round"],
         )
         ok = False
@@ -378,12 +476,13 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int) ->
                     float(values["server_learning_rate"]))
 
 
-def _attack(c: Checker, statement: spec.Statement, num_clients: int) -> AttackGroup | None:
+def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, total_rounds: int) -> AttackGroup | None:
     block: spec.AttackBlock = statement.value
     attack = c.resolve("attack", block.call)
     count, rounds, ok = None, None, True
     seen = set()
     for setting in block.settings:
+        value, span = setting.value, setting.value_span or setting.span
         if setting.name not in ATTACK_SETTINGS:
             hint = did_you_mean(setting.name, list(ATTACK_SETTINGS)) or f"; known: {', '.join(ATTACK_SETTINGS)}"
             c.error(f"unknown attack setting '{setting.name}'{hint}", setting.span)
@@ -392,26 +491,28 @@ def _attack(c: Checker, statement: spec.Statement, num_clients: int) -> AttackGr
             c.error(f"attack setting '{setting.name}' is given twice", setting.span)
             ok = False
         elif setting.name == "clients":
-            value = setting.value
             if isinstance(value, spec.Percent):
                 if not 0 <= value.value <= 100:
-                    c.error(f"attack clients must be between 0% and 100%, got {value}", setting.span)
+                    c.error(f"attack clients must be between 0% and 100%, got {value}", span)
                     ok = False
-                count = value.of(num_clients)
-            elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                else:
+                    count = value.of(num_clients or 0)
+            elif _is_int(value) and value >= 0:
                 count = value
             else:
-                c.error(f"attack clients must be a count or a percentage, got {describe(value)}", setting.span)
+                c.error(f"attack clients must be a count (0 or more) or a percentage, got {describe(value)}", span)
                 ok = False
         else:
-            value = setting.value
             if isinstance(value, spec.Range) and 1 <= value.start <= value.stop:
                 rounds = value
+                if value.start > total_rounds:
+                    c.error(f"attack rounds {value} start after the last round ({total_rounds})", span)
+                    ok = False
             elif isinstance(value, spec.Every) and value.k >= 1:
                 rounds = value
             else:
-                c.error(f"attack rounds must be a range 'a..b' with 1 <= a <= b, or 'every k', got {value}",
-                        setting.span)
+                c.error(f"attack rounds must be a range 'a..b' with 1 <= a <= b, or 'every k' with k >= 1, "
+                        f"got {describe(value)}", span)
                 ok = False
         seen.add(setting.name)
     if count is None and ok:

@@ -42,35 +42,111 @@ def checked_scenario(path: str, output: str | None = None):
 
 
 def cmd_run(args) -> int:
-    scenario, registry = checked_scenario(args.file, args.output)
-    # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fedarena.core.runner import Progress, run_scenario
+    from fedarena.core.registry import default_registry
+    from fedarena.core.sweep import check_points
 
-    progress = Progress(scenario.rounds, enabled={"auto": None, "bar": True, "none": False}[args.progress])
-    workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
     if args.resume and args.force:
         raise UsageError("--resume continues an existing results file; --force would overwrite it: choose one")
-    final = run_scenario(scenario, registry, force=args.force, workers=workers, progress=progress,
-                         resume=args.resume)
-    summary = "  ".join(f"{name} {value:.4f}" for name, value in final.items())
-    print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
-    print(f"results written to {scenario.output}")
-    return 0
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    registry = default_registry()
+    for problem in registry.load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    spec = read_scenario(args.file)
+    points = check_points(spec, registry, args.output)
+    if args.point is not None:
+        if not 0 <= args.point < len(points):
+            raise UsageError(f"--point {args.point}: {args.file} has points 0..{len(points) - 1}")
+        points = [points[args.point]]
+    # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from fedarena.core.runner import Progress, run_scenario, run_sweep
+
+    workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
+    show_bar = {"auto": None, "bar": True, "none": False}[args.progress]
+    if len(points) == 1 and (spec.sweep is None or args.point is not None):
+        scenario = points[0][1]
+        final = run_scenario(scenario, registry, force=args.force, workers=workers, resume=args.resume,
+                             progress=Progress(scenario.rounds, enabled=show_bar))
+        summary = "  ".join(f"{name} {value:.4f}" for name, value in final.items() if value == value)  # no NaN
+        print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
+        print(f"results written to {scenario.output}")
+        return 0
+
+    output = points[0][1].output
+    interactive = sys.stderr.isatty() if show_bar is None else show_bar
+
+    def report(outcome) -> None:
+        if interactive:
+            accuracy = outcome.final.get("test_accuracy")
+            detail = f" test_accuracy {accuracy:.4f}" if accuracy is not None else f" {outcome.message}"
+            print(f"[{outcome.index + 1}/{len(points)}] {outcome.label}: {outcome.status}{detail}", file=sys.stderr)
+
+    outcomes = run_sweep(points, registry, scenario_path=args.file, output=output, force=args.force,
+                         resume=args.resume, jobs=args.jobs, workers=workers, report=report)
+    failed = [o for o in outcomes if o.status != "complete"]
+    for outcome in failed:
+        print(f"error: point {outcome.index} ({outcome.label}) {outcome.status}: {outcome.message}", file=sys.stderr)
+    print(f"{spec.title}: sweep of {len(points)} runs, {len(outcomes) - len(failed)} complete now, "
+          f"{len(failed)} failed; results written to {output}")
+    return 1 if failed else 0
 
 
 def cmd_check(args) -> int:
+    from fedarena.core.registry import default_registry
+    from fedarena.core.sweep import check_points
+
+    registry = default_registry()
+    for problem in registry.load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
     failed = 0
     for path in args.files:
         try:
-            scenario, _ = checked_scenario(path)
+            spec = read_scenario(path)
+            runs = check_points(spec, registry)
         except (ScenarioError, UsageError) as error:
-            print(error, file=sys.stderr)
+            print(f"error: {error}" if isinstance(error, UsageError) else error, file=sys.stderr)
             failed += 1
             continue
-        attackers = sum(g.num_clients for g in scenario.attacks)
-        print(f"{path}: ok ({scenario.rounds} rounds, {scenario.num_clients} clients, {attackers} attackers)")
+        if spec.sweep is None:
+            scenario = runs[0][1]
+            attackers = sum(g.num_clients for g in scenario.attacks)
+            print(f"{path}: ok ({scenario.rounds} rounds, {scenario.num_clients} clients, {attackers} attackers)")
+        else:
+            axes = ", ".join(f"{axis.path} x{len(axis.values)}" for axis in spec.sweep.axes)
+            print(f"{path}: ok (a sweep of {len(runs)} run{'s' if len(runs) != 1 else ''}: {axes})")
     return 2 if failed else 0
+
+
+def cmd_fmt(args) -> int:
+    from fedarena.core.fmt import format_text
+
+    failed, changed = 0, 0
+    for path in args.files:
+        file = Path(path)
+        try:
+            if not file.is_file():
+                raise UsageError(f"{path}: no such scenario file")
+            try:
+                text = file.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UsageError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+            formatted = format_text(text, str(path))
+        except (ScenarioError, UsageError) as error:
+            print(f"error: {error}" if isinstance(error, UsageError) else error, file=sys.stderr)
+            failed += 1
+            continue
+        if formatted == text:
+            continue
+        changed += 1
+        if args.check:
+            print(f"would reformat {path}")
+        else:
+            file.write_text(formatted, encoding="utf-8")
+            print(f"reformatted {path}")
+    if failed:
+        return 2
+    return 1 if args.check and changed else 0
 
 
 def cmd_plugins(args) -> int:
@@ -91,12 +167,14 @@ def cmd_plugins(args) -> int:
             for e in entries
         ], indent=2, default=repr))
     else:
+        width = max((len(e.name) for e in entries), default=0) + 2
         for e in entries:
-            print(f"{e.kind:<11}{e.name:<16}{e.provider.distribution} {e.provider.version}  {e.doc}")
+            doc = e.doc if len(e.doc) <= 120 else e.doc[:117].rstrip() + "..."
+            print(f"{e.kind:<11}{e.name:<{width}}{e.provider.distribution} {e.provider.version}  {doc}")
             for p in e.params():
                 default = "required" if p.required else f"default {p.default!r}"
                 bounds = f", {p.range_text()}" if p.range_text() else ""
-                print(f"{'':27}{p.name}: {p.type_name()} ({default}{bounds})  {p.doc}")
+                print(f"{'':{11 + width}}{p.name}: {p.type_name()} ({default}{bounds})  {p.doc}")
     for problem in registry.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
     return 0
@@ -150,16 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted or crashed run from the last round its results file holds")
     run.add_argument("--workers", metavar="HOST:PORT,...",
                      help="TFF executor services to use (default: start a local one and stop it at the end)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="for a sweep: run this many points at once, each in its own process (default: 1)")
+    run.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one point of a sweep (used by --jobs)
     run.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",
                      help="progress display: a bar on a terminal (auto), always, or never")
     run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser(
         "check", help="check scenarios without running them",
-        description="Parse and check scenarios: syntax, plugin names, parameters and cross-field rules.",
+        description="Parse and check scenarios: syntax, plugin names, parameters and cross-field rules; "
+        "a sweep is checked at every point of its grid.",
     )
     check.add_argument("files", nargs="+", metavar="FILE.fls")
     check.set_defaults(handler=cmd_check)
+
+    fmt = commands.add_parser(
+        "fmt", help="lay scenarios out in the canonical style",
+        description="Rewrite scenarios in the canonical layout (two-space indentation, one statement per "
+        "line, 'name(a = 1, b = [1, 2])' spacing, comments kept). With --check, change nothing and exit 1 "
+        "if a file would change.",
+    )
+    fmt.add_argument("files", nargs="+", metavar="FILE.fls")
+    fmt.add_argument("--check", action="store_true", help="only report the files that would change (exit 1)")
+    fmt.set_defaults(handler=cmd_fmt)
 
     plugins = commands.add_parser("plugins", help="list the plugins that are installed",
                                   description="List plugins with their parameters and the distribution providing each.")
@@ -217,9 +309,12 @@ def console_main() -> None:
     shutdown would wait for it.  Everything is written and every worker is
     stopped by now, so the process leaves at once.
     """
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away (`fedarena plugins | head`)
+        code = 0
     os._exit(code)
 
 

@@ -68,11 +68,14 @@ class Call:
 
 @attrs.frozen
 class Arg:
-    """``name = value`` inside a call; ``value`` is a literal, a tuple, or a Call."""
+    """``name = value`` inside a call; ``value`` is a literal, a tuple, or a Call.
+
+    ``span`` is the parameter's name, ``value_span`` the value."""
 
     name: str
     value: Any
     span: Span | None = attrs.field(default=None, eq=False)
+    value_span: Span | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -82,6 +85,7 @@ class Setting:
     name: str
     value: Any
     span: Span | None = attrs.field(default=None, eq=False)
+    value_span: Span | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -93,22 +97,69 @@ class AttackBlock:
 
 @attrs.frozen
 class Statement:
-    """One top-level statement: its keyword, its value(s) and its span."""
+    """One top-level statement: its keyword, its value(s) and its span.
+
+    ``value`` by keyword: seed, rounds, evaluate -> int; output -> str;
+    dataset, model, detector, aggregator -> Call; split -> (Call, clients);
+    training -> tuple of Setting; attack -> AttackBlock."""
 
     keyword: str
     value: Any
+    span: Span | None = attrs.field(default=None, eq=False)
+    value_span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class PathStep:
+    """One step of a sweep path: ``.name`` or ``[name]`` (``selector``)."""
+
+    name: str
+    selector: bool = False
+    span: Span | None = attrs.field(default=None, eq=False)
+
+    def __str__(self) -> str:
+        return f"[{self.name}]" if self.selector else f".{self.name}"
+
+
+@attrs.frozen
+class Axis:
+    """One line of a sweep: ``path in [values]`` (or ``path in a..b``)."""
+
+    root: str
+    steps: tuple[PathStep, ...]
+    values: tuple[Any, ...]
+    span: Span | None = attrs.field(default=None, eq=False)
+    value_spans: tuple[Span | None, ...] = attrs.field(default=(), eq=False)
+
+    @property
+    def path(self) -> str:
+        return self.root + "".join(map(str, self.steps))
+
+
+@attrs.frozen
+class Sweep:
+    """``sweep { ... }``: the grid is the product of the axes, in order."""
+
+    axes: tuple[Axis, ...]
     span: Span | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
 class ScenarioSpec:
-    """A parsed scenario, before any name is resolved."""
+    """A parsed scenario, before any name is resolved.
+
+    ``sweep`` is the grid written after the scenario, if any.  A spec made
+    for one point of a grid (`fedarena.core.sweep.expand`) has no sweep;
+    ``point`` holds that point's assignments (path, value text), and
+    ``source`` is still the whole original file."""
 
     title: str
     statements: tuple[Statement, ...]
     source: str = attrs.field(default="", eq=False, repr=False)
     filename: str = attrs.field(default="<scenario>", eq=False)
     span: Span | None = attrs.field(default=None, eq=False)
+    sweep: Sweep | None = None
+    point: tuple[tuple[str, str], ...] = ()
 
     def all(self, keyword: str) -> list[Statement]:
         return [s for s in self.statements if s.keyword == keyword]

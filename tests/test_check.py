@@ -95,14 +95,14 @@ def with_line(index, replacement):
          "s.fls:4:21: dataset 'synthetic' has no parameter 'sample'; did you mean 'samples'?\n"
          "      dataset synthetic(sample = 600)\n                        ^"),
         (with_line(3, '  dataset synthetic(samples = "many")'),
-         "s.fls:4:21: parameter 'samples' of dataset 'synthetic' must be an int, got string \"many\"\n"
-         '      dataset synthetic(samples = "many")\n                        ^'),
+         "s.fls:4:31: parameter 'samples' of dataset 'synthetic' must be an int, got string \"many\"\n"
+         '      dataset synthetic(samples = "many")\n                                  ^'),
         (with_line(3, "  dataset synthetic(samples = 5)"),
-         "s.fls:4:21: parameter 'samples' of dataset 'synthetic' must be >= 10, got 5\n"
-         "      dataset synthetic(samples = 5)\n                        ^"),
+         "s.fls:4:31: parameter 'samples' of dataset 'synthetic' must be >= 10, got 5\n"
+         "      dataset synthetic(samples = 5)\n                                  ^"),
         (with_line(7, "    clients_per_round 9"),
-         "s.fls:8:5: clients_per_round is 9, but the split has only 6 clients\n"
-         "        clients_per_round 9\n        ^"),
+         "s.fls:8:23: clients_per_round is 9, but the split has only 6 clients\n"
+         "        clients_per_round 9\n                          ^"),
         (with_line(8, "    local_epoch 1"),
          "s.fls:9:5: unknown training setting 'local_epoch'; did you mean 'local_epochs'?\n"
          "        local_epoch 1\n        ^"),
@@ -126,11 +126,11 @@ def test_check_errors_are_golden(text, golden):
 
 
 def test_several_problems_are_reported_at_once_in_file_order():
-    text = with_line(15, "  aggregator krun").replace("mlp(hidden = [8])", "mlp(width = [8])")
+    text = with_line(15, "  aggregator fedavgg").replace("mlp(hidden = [8])", "mlp(hiden = [8])")
     with pytest.raises(ScenarioError) as caught:
         checked(text)
     messages = [d.message for d in caught.value.diagnostics]
     assert messages == [
-        "model 'mlp' has no parameter 'width'; it takes hidden",
-        "unknown aggregator 'krun'; known: fedavg, median",
+        "model 'mlp' has no parameter 'hiden'; did you mean 'hidden'?",
+        "unknown aggregator 'fedavgg'; did you mean 'fedavg'?",
     ]
