@@ -19,6 +19,9 @@ class Span:
     end_column: int | None = None
 
 
+_WIDTH = 160  # longest source line shown whole under an error
+
+
 @attrs.frozen
 class Diagnostic:
     """One problem found in a scenario, with the place it points at."""
@@ -26,14 +29,22 @@ class Diagnostic:
     message: str
     span: Span | None = None
 
-    def render(self, filename: str, source: str) -> str:
+    def render(self, filename: str, source: str | list[str]) -> str:
+        """``file:line:col: message``, the source line, a caret under the
+        column.  ``source`` may be given already split into lines (Lark's
+        numbering: only ``\\n`` ends a line)."""
         if self.span is None:
             return f"{filename}: {self.message}"
         line, column = self.span.line, self.span.column
-        lines = source.splitlines()
-        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        lines = source.split("\n") if isinstance(source, str) else source
+        text = lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+        start = 0
+        if len(text) > _WIDTH:  # show a window around the column of a very long line
+            start = max(0, min(column - 1 - _WIDTH // 2, len(text) - _WIDTH))
+            text = ("..." if start else "") + text[start : start + _WIDTH] + ("..." if start + _WIDTH < len(text) else "")
+        shown = text[: column - 1 - start + (3 if start else 0)]
         # Tabs keep their width under the caret so it lines up in a terminal.
-        caret = "".join(ch if ch == "\t" else " " for ch in text[: column - 1]) + "^"
+        caret = "".join(ch if ch == "\t" else " " for ch in shown) + "^"
         return f"{filename}:{line}:{column}: {self.message}\n    {text}\n    {caret}"
 
 
@@ -63,7 +74,8 @@ class ScenarioError(FedarenaError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(d.render(self.filename, self.source) for d in self.diagnostics)
+        lines = self.source.split("\n")  # once, however many problems there are
+        return "\n".join(d.render(self.filename, lines) for d in self.diagnostics)
 
 
 class RunError(FedarenaError):
