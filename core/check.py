@@ -38,6 +38,8 @@ class TrainingSetting:
     doc: str
     ge: float | None = None
     kind: str | None = None
+    lt: float | None = None
+    choices: tuple | None = None
 
 
 TRAINING_SETTINGS = {
@@ -46,6 +48,14 @@ TRAINING_SETTINGS = {
     "batch_size": TrainingSetting(int, 32, "examples per local step", ge=1),
     "optimizer": TrainingSetting(spec.Call, spec.Call("sgd"), "client optimizer", kind="optimizer"),
     "server_learning_rate": TrainingSetting(float, 1.0, "step the server takes along the aggregate update", ge=0),
+    "server_momentum": TrainingSetting(float, 0.0, "server momentum (FedAvgM); 0 for none", ge=0, lt=1),
+    "protocol": TrainingSetting(
+        str, "fedavg", "fedavg: clients send model deltas after local epochs; fedsgd: one gradient of one batch",
+        choices=("fedavg", "fedsgd"),
+    ),
+    "root_samples": TrainingSetting(
+        int, 0, "clean training samples the server keeps for itself (FLTrust's root dataset)", ge=0
+    ),
 }
 ATTACK_SETTINGS = ("clients", "rounds")
 
@@ -70,6 +80,9 @@ class Training:
     batch_size: int
     optimizer: Plugin
     server_learning_rate: float
+    server_momentum: float = 0.0
+    protocol: str = "fedavg"  # or "fedsgd": each client sends the gradient of one batch
+    root_samples: int = 0
 
 
 @attrs.frozen
@@ -105,6 +118,7 @@ class Scenario:
             input_shape=info.input_shape,
             server_learning_rate=self.training.server_learning_rate,
             num_attackers=sum(group.num_clients for group in self.attacks),
+            root_samples=self.training.root_samples,
         )
 
     def plugins(self) -> list[tuple[str, Plugin]]:
@@ -449,7 +463,7 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int | N
             continue
         spans[setting.name] = setting.value_span or setting.span
         info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge,
-                         kind=declared.kind)
+                         lt=declared.lt, choices=declared.choices, kind=declared.kind)
         value = c.value_for(info, setting.value, f"training setting '{setting.name}'",
                             setting.value_span or setting.span)
         if value is _INVALID:
@@ -470,10 +484,15 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int | N
             spans["clients_per_round"],
         )
         ok = False
+    if values["protocol"] == "fedsgd" and values["local_epochs"] != 1:
+        c.error("protocol fedsgd sends one gradient of one batch: local_epochs must be 1 (or use fedavg)",
+                spans["local_epochs"])
+        ok = False
     if not ok or optimizer is None:
         return None
     return Training(values["clients_per_round"], values["local_epochs"], values["batch_size"], optimizer,
-                    float(values["server_learning_rate"]))
+                    float(values["server_learning_rate"]), float(values["server_momentum"]), values["protocol"],
+                    values["root_samples"])
 
 
 def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, total_rounds: int) -> AttackGroup | None:

@@ -44,13 +44,17 @@ class ClientStore:
     machines need it on a shared file system.
     """
 
-    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, parts: list[np.ndarray]):
+    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, parts: list[np.ndarray],
+                 root: np.ndarray | None = None):
         self.directory = Path(tempfile.mkdtemp(prefix="fedarena-clients-"))
         self._remove = weakref.finalize(self, shutil.rmtree, str(self.directory), True)
-        for client, part in enumerate(parts):
+        # The server's root samples, if any, are stored as one more client.
+        stored = list(parts) + ([root] if root is not None and len(root) else [])
+        for client, part in enumerate(stored):
             np.ascontiguousarray(train_x[part], dtype=np.float32).tofile(self.directory / f"x{client}.raw")
             np.ascontiguousarray(train_y[part], dtype=np.int32).tofile(self.directory / f"y{client}.raw")
         self.sizes = np.array([len(p) for p in parts], dtype=np.int32)
+        self.root = len(parts) if len(stored) > len(parts) else None  # the root's id in the store
 
     def read(self, client, input_shape):
         """In TF: (features, labels) of one client."""
@@ -185,36 +189,56 @@ class RoundComputations:
             ]
             return tf.switch_case(group + 1, branches)
 
-        @tff.tensorflow.computation(weights_type, client_type)
-        def client_train(flat, data):
-            # Client work: local training from the broadcast global model.
+        def local_update(flat, x, y, seed):
+            """In TF: (update as a flat delta, mean training loss) from the
+            model ``flat`` on (x, y).  FedAvg: local epochs of the client
+            optimizer; FedSGD: minus the gradient of one batch."""
             start = model.unflatten(flat)
-            x, y = store.read(data.client, model.input_shape)
             n = tf.shape(y)[0]
-            x, y = poison(x, y, data.group, data.seed, data.member)
 
-            def epoch_batches(epoch):
-                order = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(data.seed, epoch)))
-                return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            def loss_of(weights, indices):
+                logits = functional.predict_on_batch((weights, ()), tf.gather(x, indices), training=True)
+                return functional.loss(logits, tf.gather(y, indices))
+
+            def shuffled(epoch):
+                return tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, epoch)))
+
+            if training.protocol == "fedsgd":
+                indices = shuffled(0)[:batch_size]
+                with tf.GradientTape() as tape:
+                    tape.watch(start)
+                    loss = loss_of(start, indices)
+                grads = tape.gradient(loss, start)
+                delta = -tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+                return tf.where(n > 0, delta, tf.zeros_like(delta)), tf.where(n > 0, loss, 0.0)
 
             def step(state, indices):
                 weights, opt_state, loss_sum, count = state
                 with tf.GradientTape() as tape:
                     tape.watch(weights)
-                    logits = functional.predict_on_batch((weights, ()), tf.gather(x, indices), training=True)
-                    loss = functional.loss(logits, tf.gather(y, indices))
+                    loss = loss_of(weights, indices)
                 grads = tape.gradient(loss, weights)
                 opt_state, weights = optimizer.next(opt_state, weights, tuple(grads))
                 taken = tf.cast(tf.size(indices), tf.float32)
                 return tuple(weights), opt_state, loss_sum + loss * taken, count + taken
 
             opt_state = optimizer.initialize(tuple(tf.TensorSpec(w.shape, w.dtype) for w in start))
-            batches = tf.data.Dataset.range(epochs).flat_map(epoch_batches)
+            batches = tf.data.Dataset.range(epochs).flat_map(
+                lambda epoch: tf.data.Dataset.from_tensor_slices(shuffled(epoch)).batch(batch_size)
+            )
             final, _, loss_sum, count = batches.reduce((start, opt_state, 0.0, 0.0), step)
             delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
+            return delta, tf.math.divide_no_nan(loss_sum, count)
+
+        @tff.tensorflow.computation(weights_type, client_type)
+        def client_train(flat, data):
+            # Client work: (poisoned) local data, local training from the broadcast model.
+            x, y = store.read(data.client, model.input_shape)
+            x, y = poison(x, y, data.group, data.seed, data.member)
+            delta, loss = local_update(flat, x, y, data.seed)
             return dict(
-                delta=delta, n=tf.cast(n, tf.float32), slot=data.slot, group=data.group, client=data.client,
-                loss=tf.math.divide_no_nan(loss_sum, count),
+                delta=delta, n=tf.cast(tf.shape(y)[0], tf.float32), slot=data.slot, group=data.group,
+                client=data.client, loss=loss,
             )
 
         row_type = client_train.type_signature.result
@@ -243,6 +267,12 @@ class RoundComputations:
         stateful = [(f"attack_{i}", a) for i, a in update_attacks]
         stateful += [(f"detector_{i}", d) for i, d in enumerate(detectors)] + [("aggregator", aggregator)]
         self.initial_state = {}
+        if training.server_momentum > 0:
+            self.initial_state["server"] = {"velocity": np.zeros(dim, np.float32)}
+        needs_root = any(p.needs_root_update for _, p in stateful)
+        if needs_root and store.root is None:
+            raise RunError("a plugin needs the server's root update, but the scenario keeps no root samples "
+                           "(training setting root_samples)")
         for key, plugin in stateful:
             initial = _in_scope(key, plugin, plugin.initial_state, dim, facts)
             state = {name: np.asarray(value) for name, value in initial.items()}
@@ -267,9 +297,14 @@ class RoundComputations:
             state = {key: dict(tff.structure.iter_elements(round_info.state[key])) for key in self.initial_state}
             updates, groups = rows["delta"], rows["group"]
             started = stamp(global_weights, updates)
+            root_update = None
+            if needs_root:  # the server trains on its root samples as a client would
+                root_x, root_y = store.read(store.root, model.input_shape)
+                root_update, _ = local_update(global_weights, root_x, root_y, round_info.seed)
             ctx = ServerContext(
                 facts=facts, layers=layers, client_ids=rows["client"], num_examples=rows["n"],
                 global_weights=global_weights, round=round_info.round, seed=round_info.seed,
+                root_update=root_update,
             )
             benign = groups < 0
             # Model poisoning: each attack rewrites its own rows.
@@ -295,6 +330,9 @@ class RoundComputations:
             aggregate, row_weights, new = _in_scope("aggregator", aggregator, aggregator.aggregate_with_state,
                                                     updates, weights, ctx, state.get("aggregator", {}))
             state.update({"aggregator": new} if "aggregator" in state else {})
+            if "server" in state:  # FedAvgM: the server steps along a momentum of aggregates
+                aggregate = training.server_momentum * state["server"]["velocity"] + aggregate
+                state["server"] = {"velocity": aggregate}
             new_weights = global_weights + server_lr * aggregate
             finished = stamp(detected, new_weights, row_weights, state)
             return dict(
@@ -380,8 +418,14 @@ class Run:
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
         self.data = scenario.dataset.load(scenario.seed)
-        parts = scenario.split.partition(self.data.train_y, scenario.num_clients, np.random.default_rng([scenario.seed, 0]))
-        self.clients = ClientStore(self.data.train_x, self.data.train_y, parts)
+        # The server's root samples (if any) are drawn first and kept from the clients.
+        pool = np.random.default_rng([scenario.seed, 3]).permutation(len(self.data.train_y))
+        root, pool = np.sort(pool[: scenario.training.root_samples]), np.sort(pool[scenario.training.root_samples :])
+        labels = self.data.train_y if not len(root) else self.data.train_y[pool]
+        parts = scenario.split.partition(labels, scenario.num_clients, np.random.default_rng([scenario.seed, 0]))
+        if len(root):
+            parts = [pool[p] for p in parts]
+        self.clients = ClientStore(self.data.train_x, self.data.train_y, parts, root)
         num_classes = self.data.info.num_classes
         self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
         self.groups, self.members = attacker_groups(scenario)

@@ -43,6 +43,7 @@ class Facts:
     input_shape: tuple[int, ...]
     server_learning_rate: float = 1.0
     num_attackers: int = 0
+    root_samples: int = 0  # clean samples the server holds (training setting root_samples)
 
 
 @attrs.frozen
@@ -70,6 +71,10 @@ class ServerContext:
     global_weights: Any  # float32 [d]: the model the clients started from
     round: Any  # int32 scalar, 1-based
     seed: Any  # int64 [2]: stateless seed unique to this round
+    # The server's own update this round: local training on its root
+    # samples from the global model, as a client would (only computed when
+    # a plugin sets ``needs_root_update``; FLTrust's g0).
+    root_update: Any = None
 
     def columns(self, layer_names: tuple[str, ...] | None):
         """Indices of the update columns belonging to the named layers
@@ -85,6 +90,8 @@ class Plugin:
     """Base of every plugin class; ``kind`` names its registry."""
 
     kind: ClassVar[str] = ""
+    # Server-stage plugins that read `ServerContext.root_update` say so.
+    needs_root_update: ClassVar[bool] = False
 
     def check(self, facts: Facts) -> list[str]:
         """Rules that need the rest of the scenario; messages, empty if fine.

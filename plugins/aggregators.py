@@ -823,6 +823,45 @@ class AFA(Aggregator):
         return aggregate, share, new
 
 
+@attrs.frozen
+class FLTrust(Aggregator):
+    """FLTrust (Cao, Fang, Liu and Gong 2021, "FLTrust: Byzantine-robust
+    Federated Learning via Trust Bootstrapping", NDSS).
+
+    The server trains on its own small clean root dataset (training setting
+    ``root_samples``, about 100 in the paper) from the global model, giving
+    g0.  Each update gets trust ReLU(cos(g_i, g0)), is rescaled to the norm
+    of g0, and the aggregate is the trust-weighted mean.  All trust zero
+    gives a zero update (no division by zero).  Deviations: the server's
+    update is computed with the clients' protocol and optimizer (the paper
+    trains the root model like the clients, which is the same thing); the
+    shares reported per row are the normalised trust scores.
+    """
+
+    needs_root_update = True
+
+    def check(self, facts):
+        if facts.root_samples <= 0:
+            return ["fltrust needs a server root dataset: add 'root_samples 100' to the training block"]
+        return []
+
+    def aggregate(self, updates, weights, ctx):
+        import tensorflow as tf
+
+        def compute():
+            index, rows, _, _ = _kept(updates, weights)
+            root = ctx.root_update
+            root_norm = tf.norm(root)
+            norms = tf.norm(rows, axis=1)
+            cosine = tf.math.divide_no_nan(tf.linalg.matvec(rows, root), norms * root_norm)
+            trust = tf.nn.relu(cosine)
+            share = tf.math.divide_no_nan(trust, tf.reduce_sum(trust))
+            scaled = rows * tf.math.divide_no_nan(root_norm, norms)[:, None]
+            return tf.linalg.matvec(scaled, share, transpose_a=True), _spread(index, share, weights)
+
+        return _guarded(updates, weights, compute)
+
+
 @hookimpl
 def fedarena_register_aggregators(registry):
     registry.add("fedavg", FedAvg)
@@ -838,3 +877,4 @@ def fedarena_register_aggregators(registry):
     registry.add("signguard", SignGuard)
     registry.add("bucketing", Bucketing)
     registry.add("afa", AFA)
+    registry.add("fltrust", FLTrust)

@@ -5,6 +5,7 @@ state across rounds, and the messages of ``check``."""
 
 from math import ceil, floor
 
+import attrs
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -577,3 +578,19 @@ def test_the_checker_reports_an_aggregator_rule_and_accepts_a_nested_one():
     scenario = check(parse(tiny_scenario(aggregator="bucketing(s = 1, inner = krum(f = 0))"), "s.fls"),
                      default_registry())
     assert scenario.aggregator == Bucketing(inner=Krum(f=0), s=1)
+
+
+def test_fltrust_trusts_by_cosine_to_the_root_update_and_rescales_to_its_norm(fedarena_server_context):
+    from fedarena.plugins.aggregators import FLTrust
+
+    updates = np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0]], np.float32)
+    ctx = attrs.evolve(fedarena_server_context(updates), root_update=tf.constant([1.0, 1.0]))
+    aggregate, share = FLTrust().aggregate(tf.constant(updates), tf.ones([3]), ctx)
+    # cos = 1/sqrt2 for the first two, negative (trust 0) for the third; each
+    # trusted row is rescaled to ||g0|| = sqrt2, then the trust-weighted mean.
+    np.testing.assert_allclose(share.numpy(), [0.5, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(aggregate.numpy(), [np.sqrt(2) / 2, np.sqrt(2) / 2], rtol=1e-5)
+    all_against = attrs.evolve(ctx, root_update=tf.constant([-1.0, -1.0]))
+    aggregate, share = FLTrust().aggregate(tf.constant(updates[:2]), tf.ones([2]), all_against)
+    assert np.all(aggregate.numpy() == 0) and np.all(share.numpy() == 0)
+    assert FLTrust().check(ctx.facts) == ["fltrust needs a server root dataset: add 'root_samples 100' to the training block"]

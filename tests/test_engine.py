@@ -134,3 +134,47 @@ def test_a_round_sends_only_scalars_per_client(tff_context):
     for client in inputs:
         assert all(np.asarray(v).size <= 2 for v in client.values())
     run.close()
+
+
+def _with_training(text: str, extra: str) -> str:
+    return text.replace("    optimizer sgd(learning_rate = 0.2)\n", f"    optimizer sgd(learning_rate = 0.2)\n{extra}")
+
+
+def _run_text(text: str) -> Run:
+    return Run(check(parse(text, "t.fls"), default_registry()))
+
+
+def test_fedsgd_with_server_step_equals_one_full_batch_fedavg_step(tff_context):
+    # One full-batch SGD step of 0.2 per client, averaged, equals the
+    # server applying the averaged gradient with learning rate 0.2.
+    big_batch = tiny_scenario(attack="").replace("batch_size 16", "batch_size 1000")
+    fedavg = _run_text(big_batch)
+    fedsgd = _run_text(_with_training(big_batch, "    protocol fedsgd\n    server_learning_rate 0.2\n"))
+    np.testing.assert_allclose(next(fedsgd.rounds()).weights, next(fedavg.rounds()).weights, atol=2e-6)
+    with pytest.raises(Exception, match="local_epochs must be 1"):
+        _run_text(_with_training(big_batch, "    protocol fedsgd\n").replace("local_epochs 1", "local_epochs 2"))
+
+
+def test_server_momentum_carries_the_aggregate_across_rounds(tff_context):
+    run = _run_text(_with_training(tiny_scenario(attack=""), "    server_momentum 0.5\n"))
+    start = run.model.initial
+    first, second = run.rounds(), None
+    r1 = next(first)
+    np.testing.assert_allclose(r1.state["server"]["velocity"], r1.weights - start, atol=1e-6)
+    r2 = next(first)
+    step = r2.weights - r1.weights
+    np.testing.assert_allclose(r2.state["server"]["velocity"], step, atol=1e-6)
+    assert np.abs(step - (r1.weights - start) * 0.5).max() > 1e-4  # momentum is more than a constant
+
+
+def test_fltrust_runs_on_root_samples_kept_from_the_clients(tff_context):
+    text = _with_training(tiny_scenario(aggregator="fltrust"), "    root_samples 50\n")
+    run = _run_text(text)
+    assert run.class_histogram.sum() == len(run.data.train_y) - 50
+    assert run.clients.root == 6 and run.clients.sizes.sum() == len(run.data.train_y) - 50
+    for result in run.rounds():
+        share = result.clients["aggregation_weight"]
+        assert abs(share.sum() - 1) < 1e-5 or share.sum() == 0
+    assert result.metrics["test_accuracy"] > 0.5
+    with pytest.raises(Exception, match="fltrust needs a server root dataset"):
+        _run_text(tiny_scenario(aggregator="fltrust"))
