@@ -96,6 +96,11 @@ def worker_children(pid: int | None) -> list[int]:
     return found
 
 
+def orphan_workers() -> list[int]:
+    """TFF workers whose parent is gone (re-parented to init): leaked ones."""
+    return worker_children(1)
+
+
 def alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

@@ -14,7 +14,7 @@ import pytest
 from fedarena.core import cli, registry as registry_module
 from fedarena.core.interfaces import Aggregator
 
-from conftest import REPO, alive, fedarena_command, run_fedarena, tiny_scenario, worker_children
+from conftest import REPO, alive, orphan_workers, fedarena_command, run_fedarena, tiny_scenario, worker_children
 
 
 def read(path):
@@ -28,10 +28,9 @@ def read(path):
 def test_run_writes_the_hdf5_contract(tmp_path, write_scenario):
     out = tmp_path / "out.h5"
     path = write_scenario(tiny_scenario(out, rounds=3))
-    workers_before = set(worker_children(None))
     result = run_fedarena("run", path)
     assert result.returncode == 0, result.stderr
-    assert set(worker_children(None)) <= workers_before  # the run's own worker is gone
+    assert orphan_workers() == []  # the run's own worker is gone with it
     assert f"results written to {out}" in result.stdout
     assert "Traceback" not in result.stderr
     root, data = read(out)

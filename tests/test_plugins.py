@@ -44,12 +44,10 @@ def test_lifecycle_hooks_see_the_run_from_start_to_end(fedarena_run):
     recorder = Recorder()
     record = fedarena_run(tiny_scenario(rounds=2), plugins=(recorder,))
     assert record.status == "complete"
-    assert recorder.calls == [
-        ("start", "tiny", "scenario.h5"),
-        ("round", 1, ["test_accuracy", "test_loss"]),
-        ("round", 2, ["test_accuracy", "test_loss"]),
-        ("end", "complete"),
-    ]
+    assert [call[:2] for call in recorder.calls] == [("start", "tiny"), ("round", 1), ("round", 2), ("end", "complete")]
+    assert recorder.calls[0][2] == "scenario.h5"
+    for _, _, metrics in recorder.calls[1:3]:
+        assert {"test_accuracy", "test_loss", "label_flip_flip_rate"} <= set(metrics)
 
 
 def test_a_lifecycle_hook_can_stop_the_run(fedarena_run):

@@ -38,7 +38,7 @@ def test_report_writes_decodable_plots_and_a_heatmap_equal_to_the_files(two_runs
     runs = [run for path in paths for run in load_runs(path)]
     rows, columns, values = heatmap_table(runs, "test_accuracy")
     assert rows == ["fedavg", "median"]
-    assert columns == [two_runs[0].data["plugins/attack_label_flip"]["label"]]
+    assert columns == [two_runs[0].data["plugins/attack_label_flip"]["label"] + " x 2"]
     assert columns[0].startswith("label_flip(") and "target = 0" in columns[0]
     expected = [r.data["metrics/test_accuracy"][-1] for r in two_runs]
     np.testing.assert_allclose(values[:, 0], expected)
