@@ -69,6 +69,16 @@ def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
     return f"{what} '{registry.name_of(plugin)}' failed: "
 
 
+def log_devices() -> None:
+    """Say once where TensorFlow will compute: a GPU when it sees one (client
+    training and the server stage then run there), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    where = ", ".join(gpu.name for gpu in gpus) if gpus else "CPU only (TensorFlow sees no GPU)"
+    print(f"fedarena: computing on {where}", file=sys.stderr)
+
+
 def run_scenario(
     scenario: Scenario,
     registry: Registry,
@@ -85,6 +95,7 @@ def run_scenario(
     """
     writer = ResultsWriter(scenario.output, force, resume)  # refuse before any work
     checkpoint = writer.resume(scenario) if resume else None
+    log_devices()
     with tff_workers(workers) as pool:
         return execute(scenario, registry, writer, pool, progress or Progress(scenario.rounds), checkpoint)
 
@@ -199,6 +210,7 @@ def run_sweep(
 
     try:
         if jobs <= 1:
+            log_devices()
             with tff_workers(workers) as pool:
                 for index in todo:
                     point, scenario = points[index]

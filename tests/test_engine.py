@@ -1,6 +1,8 @@
 """The TFF round: its aggregate against NumPy, determinism, and the pieces
 it is made of (data poisoning, aggregators) on hand-made inputs."""
 
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -178,3 +180,13 @@ def test_fltrust_runs_on_root_samples_kept_from_the_clients(tff_context):
     assert result.metrics["test_accuracy"] > 0.5
     with pytest.raises(Exception, match="fltrust needs a server root dataset"):
         _run_text(tiny_scenario(aggregator="fltrust"))
+
+
+def test_a_stateful_defense_resumes_exactly_from_its_checkpointed_state(tff_context):
+    text = tiny_scenario(rounds=4).replace("  aggregator fedavg", "  detector foolsgold\n  aggregator fedavg")
+    whole = [r for r in _run_text(text).rounds()]
+    assert "detector_0" in whole[-1].state  # FoolsGold keeps its history at the server
+    first_two = list(itertools.islice(_run_text(text).rounds(), 2))
+    resumed = list(_run_text(text).rounds(weights=first_two[-1].weights, state=first_two[-1].state, first_round=3))
+    np.testing.assert_array_equal(resumed[-1].weights, whole[-1].weights)
+    np.testing.assert_array_equal(resumed[-1].state["detector_0"]["history"], whole[-1].state["detector_0"]["history"])
