@@ -10,6 +10,7 @@ raised together as one `ScenarioError`, each pointing at its place.
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,7 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is Any:
         return True
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(tp))
     if origin is tuple:
         item = typing.get_args(tp)[0]

@@ -12,6 +12,7 @@ field's metadata and turns the range into an attrs validator.  The checker,
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -117,7 +118,7 @@ def type_name(tp: Any, kind: str | None = None) -> str:
     origin = typing.get_origin(tp)
     if origin is tuple:
         return f"list of {type_name(typing.get_args(tp)[0])}"
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
     return getattr(tp, "__name__", str(tp))
 

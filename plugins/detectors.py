@@ -171,7 +171,9 @@ def minority_of(assign):
 
     ones = tf.reduce_sum(assign)
     zeros = tf.size(assign) - ones
-    return tf.where(ones < zeros, assign == 1, tf.where(zeros < ones, assign == 0, tf.zeros_like(assign, tf.bool)))
+    # tf.equal, not ==: in TFF's graph mode `tensor == 1` is a plain False.
+    return tf.where(ones < zeros, tf.equal(assign, 1),
+                    tf.where(zeros < ones, tf.equal(assign, 0), tf.zeros_like(assign, tf.bool)))
 
 
 # --------------------------------------------------------------------------
