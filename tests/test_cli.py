@@ -121,7 +121,9 @@ def test_a_plugin_failing_mid_run_is_named_and_completed_rounds_are_kept(
     path = write_scenario(tiny_scenario(out, aggregator="exploding"))
     assert cli.main(["run", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the run failed in round 2: aggregator 'exploding' failed: ") and "boom" in err
+    (error_line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert error_line.startswith("error: the run failed in round 2: aggregator 'exploding' failed: ")
+    assert "boom" in err and err.startswith("fedarena: computing on ")
     root, data = read(out)
     assert root["status"] == "failed" and root["rounds_done"] == 1
     assert "aggregator 'exploding' failed" in root["error"]
