@@ -68,7 +68,10 @@ def cmd_run(args) -> int:
         scenario = points[0][1]
         final = run_scenario(scenario, registry, force=args.force, workers=workers, resume=args.resume,
                              progress=Progress(scenario.rounds, enabled=show_bar))
-        summary = "  ".join(f"{name} {value:.4f}" for name, value in final.items() if value == value)  # no NaN
+        shown = {name: value for name, value in final.items() if value == value}  # no NaN
+        if not scenario.detectors:  # detection metrics then only count non-finite updates
+            shown = {name: value for name, value in shown.items() if not name.startswith("detection_")}
+        summary = "  ".join(f"{name} {value:.4f}" for name, value in shown.items())
         print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
         print(f"results written to {scenario.output}")
         return 0
