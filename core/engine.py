@@ -212,21 +212,27 @@ class RoundComputations:
                 delta = -tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
                 return tf.where(n > 0, delta, tf.zeros_like(delta)), tf.where(n > 0, loss, 0.0)
 
-            def step(state, indices):
-                weights, opt_state, loss_sum, count = state
+            # The mini-batch loop is a tf.while_loop over precomputed shuffles:
+            # the same batches as a tf.data pipeline, at well under half the
+            # cost per step (benchmarks B1/D1 in docs/performance.md).
+            steps_per_epoch = (n + batch_size - 1) // batch_size
+            orders = tf.stack([shuffled(epoch) for epoch in range(epochs)])
+
+            def step(i, weights, opt_state, loss_sum, count):
+                batch = i % steps_per_epoch
+                indices = orders[i // steps_per_epoch, batch * batch_size : tf.minimum((batch + 1) * batch_size, n)]
                 with tf.GradientTape() as tape:
                     tape.watch(weights)
                     loss = loss_of(weights, indices)
                 grads = tape.gradient(loss, weights)
                 opt_state, weights = optimizer.next(opt_state, weights, tuple(grads))
                 taken = tf.cast(tf.size(indices), tf.float32)
-                return tuple(weights), opt_state, loss_sum + loss * taken, count + taken
+                return i + 1, tuple(weights), opt_state, loss_sum + loss * taken, count + taken
 
             opt_state = optimizer.initialize(tuple(tf.TensorSpec(w.shape, w.dtype) for w in start))
-            batches = tf.data.Dataset.range(epochs).flat_map(
-                lambda epoch: tf.data.Dataset.from_tensor_slices(shuffled(epoch)).batch(batch_size)
+            _, final, _, loss_sum, count = tf.while_loop(
+                lambda i, *_: i < epochs * steps_per_epoch, step, (0, start, opt_state, 0.0, 0.0)
             )
-            final, _, loss_sum, count = batches.reduce((start, opt_state, 0.0, 0.0), step)
             delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
             return delta, tf.math.divide_no_nan(loss_sum, count)
 
