@@ -594,3 +594,16 @@ def test_fltrust_trusts_by_cosine_to_the_root_update_and_rescales_to_its_norm(fe
     aggregate, share = FLTrust().aggregate(tf.constant(updates[:2]), tf.ones([2]), all_against)
     assert np.all(aggregate.numpy() == 0) and np.all(share.numpy() == 0)
     assert FLTrust().check(ctx.facts) == ["fltrust needs a server root dataset: add 'root_samples 100' to the training block"]
+
+
+@pytest.mark.parametrize("attackers", ["huge", "zero"])
+def test_pairwise_distances_stay_precise_whatever_the_attackers_send(attackers):
+    from fedarena.plugins.aggregators import _pairwise_sq_distances
+
+    rng = np.random.default_rng(3)
+    honest = (5.0 + 0.01 * rng.normal(size=(15, 4096))).astype(np.float32)  # far from the origin, close together
+    bad = 200 * rng.normal(size=(5, 4096)) if attackers == "huge" else np.zeros((5, 4096))
+    rows = np.concatenate([honest, bad.astype(np.float32)])
+    got = _pairwise_sq_distances(tf.constant(rows)).numpy()[:15, :15]
+    exact = ((honest[:, None, :].astype(np.float64) - honest[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(got, exact, rtol=1e-3, atol=1e-6)
