@@ -12,7 +12,8 @@ Where the time goes:
   TFF dispatch and the gather, then attack, detection, aggregation);
 - the plain per-client loop written twice: batches stepped by a
   ``tf.range`` loop (the baseline) and by ``tf.data.Dataset.batch().reduce``
-  (the batch loop of the engine's client computation), same numbers;
+  (the batch loop the engine's client computation had until commit f63426f
+  moved it to a ``tf.while_loop``), same numbers;
 - one empty TFF computation call (per-call overhead of the executor);
 - grouped training: the 20 clients' weights stacked into one [20, ...] model
   stepped together by ``einsum`` (each client's update stays its own;
@@ -25,7 +26,7 @@ from __future__ import annotations
 import common
 
 
-def plain_variants(run, batch=common.BATCH, learning_rate=common.LEARNING_RATE):
+def plain_variants(run, epoch_dtype, batch=common.BATCH, learning_rate=common.LEARNING_RATE):
     """The per-client epoch with a tf.data reduce batch loop, and the grouped
     (stacked) epoch of all clients at once."""
     import numpy as np
@@ -40,7 +41,8 @@ def plain_variants(run, batch=common.BATCH, learning_rate=common.LEARNING_RATE):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(by, logits))
 
     def shuffled(seed, n):
-        return tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, tf.constant(0, tf.int64))))
+        key = tf.random.experimental.stateless_fold_in(seed, tf.constant(0, epoch_dtype))
+        return tf.argsort(tf.random.stateless_uniform([n], key))
 
     @tf.function(input_signature=[tf.TensorSpec([dim], tf.float32), tf.TensorSpec([None, common.FEATURES], tf.float32),
                                   tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64)])
@@ -120,7 +122,7 @@ def main(quick: bool = False) -> list[dict]:
         run = Run(common.make_scenario(common.scenario_text()))
         try:
             plain = common.PlainTF(run)
-            tf_data_epoch, grouped_epoch = plain_variants(run)
+            tf_data_epoch, grouped_epoch = plain_variants(run, plain.epoch_dtype)
 
             @tff.tensorflow.computation
             def empty():
@@ -170,7 +172,7 @@ def main(quick: bool = False) -> list[dict]:
         common.result("B6", "plain TF per-client loop", per_round(base), None, unit=" GFLOP/s",
                       note=f"round {common.fmt_seconds(base)}"),
         common.result("B6", "plain TF, tf.data reduce loop", per_round(tf_data_s), None, unit=" GFLOP/s",
-                      note=f"client work only {common.fmt_seconds(tf_data_s)} (the engine's batch loop; "
+                      note=f"client work only {common.fmt_seconds(tf_data_s)} (the engine's batch loop before f63426f; "
                            f"{common.summary(tf_data_s)['median'] / plain_median:.2f}x the tf.range loop); "
                            f"same updates to {tf_data_diff:.1e}"),
         common.result("B6", "grouped 20 clients (einsum)", per_round(grouped_s), None, unit=" GFLOP/s",

@@ -88,8 +88,10 @@ class PlainTF:
     SGD) on the client's data held in memory as tensors; FedAvg in NumPy.
 
     The shuffle is the engine's (argsort of a stateless uniform draw from the
-    client's round seed), so a round here computes the same numbers as the
-    framework's round: `check_against` verifies that.
+    client's round seed, the epoch folded in as the engine does it, found by
+    comparing one client's update at start), so a round here computes the
+    same numbers as the framework's round; `paired_rounds` reports the
+    largest difference seen.
     """
 
     def __init__(self, run, learning_rate: float = LEARNING_RATE, batch: int = BATCH):
@@ -104,30 +106,49 @@ class PlainTF:
         shapes, sizes = self.model.shapes, self.model.sizes
         dim = self.model.dim
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([dim], tf.float32), tf.TensorSpec([None, *self.model.input_shape], tf.float32),
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64),
-        ])
-        def local_epoch(flat, cx, cy, seed):
-            weights = [tf.reshape(p, s) for p, s in zip(tf.split(flat, sizes), shapes)]
-            n = tf.shape(cy)[0]
-            order = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, tf.constant(0, tf.int64))))
-            steps = (n + batch - 1) // batch
-            for i in tf.range(steps):
-                index = order[i * batch : (i + 1) * batch]
-                bx, by = tf.gather(cx, index), tf.gather(cy, index)
-                with tf.GradientTape() as tape:
-                    tape.watch(weights)
-                    h = tf.reshape(bx, [tf.shape(bx)[0], -1])
-                    for layer in range(0, len(weights) - 2, 2):
-                        h = tf.nn.relu(tf.matmul(h, weights[layer]) + weights[layer + 1])
-                    logits = tf.matmul(h, weights[-2]) + weights[-1]
-                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(by, logits))
-                grads = tape.gradient(loss, weights)
-                weights = [w - learning_rate * g for w, g in zip(weights, grads)]
-            return tf.concat([tf.reshape(w, [-1]) for w in weights], 0) - flat
+        def make_local_epoch(epoch_dtype):
+            @tf.function(input_signature=[
+                tf.TensorSpec([dim], tf.float32), tf.TensorSpec([None, *self.model.input_shape], tf.float32),
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64),
+            ])
+            def local_epoch(flat, cx, cy, seed):
+                weights = [tf.reshape(p, s) for p, s in zip(tf.split(flat, sizes), shapes)]
+                n = tf.shape(cy)[0]
+                key = tf.random.experimental.stateless_fold_in(seed, tf.constant(0, epoch_dtype))
+                order = tf.argsort(tf.random.stateless_uniform([n], key))
+                steps = (n + batch - 1) // batch
+                for i in tf.range(steps):
+                    index = order[i * batch : (i + 1) * batch]
+                    bx, by = tf.gather(cx, index), tf.gather(cy, index)
+                    with tf.GradientTape() as tape:
+                        tape.watch(weights)
+                        h = tf.reshape(bx, [tf.shape(bx)[0], -1])
+                        for layer in range(0, len(weights) - 2, 2):
+                            h = tf.nn.relu(tf.matmul(h, weights[layer]) + weights[layer + 1])
+                        logits = tf.matmul(h, weights[-2]) + weights[-1]
+                        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(by, logits))
+                    grads = tape.gradient(loss, weights)
+                    weights = [w - learning_rate * g for w, g in zip(weights, grads)]
+                return tf.concat([tf.reshape(w, [-1]) for w in weights], 0) - flat
 
-        self.local_epoch = local_epoch
+            return local_epoch
+
+        # The engine folds the epoch into the client's seed as an int32 or an
+        # int64 (two different random streams); use whichever reproduces its
+        # client update, so that both sides train on the same batches.
+        self.local_epoch, self.epoch_dtype = make_local_epoch(tf.int32), tf.int32
+        self.shuffle_matches = False
+        try:
+            ids, _, inputs = run.client_inputs(1)
+            engine = np.asarray(run.computations.client_train(run.model.initial, inputs[0])["delta"])
+            for dtype in (tf.int32, tf.int64):
+                candidate = make_local_epoch(dtype)
+                ours = candidate(run.model.initial, self.x[ids[0]], self.y[ids[0]], inputs[0]["seed"]).numpy()
+                if np.abs(ours - engine).max() < 1e-5:
+                    self.local_epoch, self.epoch_dtype, self.shuffle_matches = candidate, dtype, True
+                    break
+        except Exception:  # no TFF context, or an engine without ``client_train``: keep the int32 stream
+            pass
 
     def round(self, weights, round_number: int):
         """One FedAvg round from ``weights`` over the clients the framework
