@@ -31,16 +31,6 @@ def read_scenario(path: str):
     return parse(text, str(path))
 
 
-def checked_scenario(path: str, output: str | None = None):
-    from fedarena.core.check import check
-    from fedarena.core.registry import default_registry
-
-    registry = default_registry()
-    for problem in registry.load_errors:
-        print(f"warning: {problem}", file=sys.stderr)
-    return check(read_scenario(path), registry, output), registry
-
-
 def cmd_run(args) -> int:
     from fedarena.core.registry import default_registry
     from fedarena.core.sweep import check_points
