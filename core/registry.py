@@ -122,18 +122,17 @@ class Registry:
             (e for e in self._entries.values() if kind is None or e.kind == kind), key=lambda e: (e.kind, e.name)
         )
 
+    def _entry_of(self, plugin: Plugin) -> PluginEntry | None:
+        return next((e for e in self._entries.values() if e.cls is type(plugin)), None)
+
     def name_of(self, plugin: Plugin) -> str:
         """The name a plugin instance's class is registered under."""
-        for entry in self._entries.values():
-            if entry.cls is type(plugin):
-                return entry.name
-        return type(plugin).__name__
+        entry = self._entry_of(plugin)
+        return entry.name if entry else type(plugin).__name__
 
     def provider_of(self, plugin: Plugin) -> Provider:
-        for entry in self._entries.values():
-            if entry.cls is type(plugin):
-                return entry.provider
-        return Provider("unknown", "")
+        entry = self._entry_of(plugin)
+        return entry.provider if entry else Provider("unknown", "")
 
     @property
     def hook(self):
