@@ -99,6 +99,12 @@ def load_runs(path: str | Path) -> list[RunView]:
         return [_read_group(f, path.stem)]
 
 
+def load_point(path: str | Path, group: str) -> RunView:
+    """One run of a sweep file, by its group (``runs/NNNN``), without reading the others."""
+    with h5py.File(path, "r", locking=False) as f:
+        return _read_group(f[group], str(f[group].attrs.get("label", group)))
+
+
 # --- fedarena show ---------------------------------------------------------
 
 def _fmt(value: float) -> str:

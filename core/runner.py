@@ -279,9 +279,9 @@ def _run_jobs(points, todo, sweep, scenario_path, output, jobs, workers, ended) 
                     sweep.label(index, point.label, point.assignments)
                     part.unlink()
                 if child.returncode == 0:
-                    from fedarena.core.report import load_runs
+                    from fedarena.core.report import load_point
 
-                    (view,) = [r for r in load_runs(sweep.path) if r.attrs.get("index") == index]
+                    view = load_point(sweep.path, SweepFile.group(index))
                     final = {m: view.final(m) for m in view.metrics if m != "round"}
                     ended(PointOutcome(index, point.label, "complete", final))
                 else:
