@@ -50,9 +50,11 @@ def cmd_run(args) -> int:
         points = [points[args.point]]
     # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fedarena.core.runner import Progress, run_scenario, run_sweep
+    from fedarena.core.runner import Progress, run_scenario, run_sweep, serve_points
 
     workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
+    if args.serve_points:
+        return serve_points(points, registry, workers)
     show_bar = {"auto": None, "bar": True, "none": False}[args.progress]
     if len(points) == 1 and (spec.sweep is None or args.point is not None):
         scenario = points[0][1]
@@ -222,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", metavar="HOST:PORT,...",
                      help="TFF executor services to use (default: start a local one and stop it at the end)")
     run.add_argument("--jobs", type=int, default=1,
-                     help="for a sweep: run this many points at once, each in its own process (default: 1)")
-    run.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one point of a sweep (used by --jobs)
+                     help="for a sweep: run this many points at once, on as many processes (default: 1)")
+    run.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one point of a sweep, alone
+    run.add_argument("--serve-points", action="store_true", help=argparse.SUPPRESS)  # a --jobs child
     run.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",
                      help="progress display: a bar on a terminal (auto), always, or never")
     run.set_defaults(handler=cmd_run)

@@ -185,9 +185,9 @@ def run_sweep(
     """Run every point of a sweep into one file (`SweepFile`).
 
     ``points`` are (SweepPoint, Scenario) pairs.  With ``jobs`` > 1 the
-    points run as child processes (``fedarena run FILE --point I``), each
-    with its own TFF worker (or the given ``workers``), and each finished
-    point is merged into the sweep file at once.  A failing point is
+    points run on that many long-lived child processes (`serve_points`),
+    each with its own TFF worker (or the given ``workers``), and each
+    finished point is merged into the sweep file at once.  A failing point is
     recorded and the others go on.  ``report(outcome)`` is called as each
     point ends.  With ``resume``, complete points are kept and the others
     run again (in-process ones continue from their last round).
@@ -234,7 +234,7 @@ def run_sweep(
                         sweep.mark(index, "interrupted")
                         raise
         else:
-            _run_jobs(points, todo, sweep, scenario_path, output, jobs, workers, ended)
+            _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended)
     except KeyboardInterrupt:
         sweep.finish("interrupted")
         raise
@@ -243,64 +243,169 @@ def run_sweep(
     return outcomes
 
 
-def _run_jobs(points, todo, sweep, scenario_path, output, jobs, workers, ended) -> None:
-    """Up to ``jobs`` points at a time, each a child ``fedarena run --point``."""
-    import os
-    import subprocess
+class _PointServer:
+    """One long-lived child ``fedarena run FILE --serve-points``: it pays
+    TensorFlow's import and a TFF worker's start once, then runs the points
+    it is given one at a time (see `serve_points`)."""
+
+    def __init__(self, scenario_path: str, workers, scratch, number: int):
+        import os
+        import subprocess
+
+        command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--serve-points",
+                   "--progress", "none"]
+        if workers:
+            command += ["--workers", ",".join(workers)]
+        self.log = open(scratch / f"server{number}.log", "w+")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        self.index: int | None = None  # the point it is running
+        self.part = None
+        self._pending = b""
+
+    def give(self, index: int, part) -> None:
+        self.index, self.part = index, part
+        self.process.stdin.write(f"{index}\t{part}\n".encode())
+        self.process.stdin.flush()
+
+    def replies(self) -> list[str]:
+        """Reply lines that have arrived; an empty string when the child
+        has ended (end of file)."""
+        import os
+
+        chunk = os.read(self.process.stdout.fileno(), 65536)
+        if not chunk:
+            return [""]
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        return [line.decode() for line in lines]
+
+    def last_words(self) -> str:
+        self.log.seek(0)
+        lines = self.log.read().strip().splitlines()
+        return lines[-1] if lines else f"its process ended with code {self.process.wait()}"
+
+    def stop(self, interrupt: bool = False) -> None:
+        """End the child: the end of its input lets an idle one leave; with
+        ``interrupt``, SIGTERM stops a point in progress (the child marks
+        its file interrupted).  Waits for it."""
+        import contextlib
+
+        if interrupt and self.process.poll() is None:
+            self.process.terminate()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        self.process.wait()
+        self.log.close()
+
+
+def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
+    """Points on ``jobs`` long-lived child processes, each taking the next
+    waiting point as soon as it is free; each finished point is merged into
+    the sweep file at once.  A child that dies fails only the point it was
+    running, and a new child takes its place."""
+    import selectors
+    import shutil
     import tempfile
     from pathlib import Path
 
-    scratch = Path(tempfile.mkdtemp(prefix="fedarena-sweep-"))
-    waiting, running = list(todo), {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                index = waiting.pop(0)
-                part = scratch / f"point{index}.h5"
-                command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--point", str(index),
-                           "-o", str(part), "--force", "--progress", "none"]
-                if workers:
-                    command += ["--workers", ",".join(workers)]
-                log = open(scratch / f"point{index}.log", "w+")
-                child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
-                                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-                running[index] = (child, part, log)
-                sweep.mark(index, "running")
-            for index, (child, part, log) in list(running.items()):
-                if child.poll() is None:
-                    continue
-                del running[index]
-                point, _ = points[index]
-                log.seek(0)
-                message = log.read().strip().splitlines()
-                log.close()
-                if part.exists():
-                    sweep.merge(index, part)
-                    sweep.label(index, point.label, point.assignments)
-                    part.unlink()
-                if child.returncode == 0:
-                    from fedarena.core.report import load_point
+    from fedarena.core.report import load_point
 
-                    view = load_point(sweep.path, SweepFile.group(index))
-                    final = {m: view.final(m) for m in view.metrics if m != "round"}
-                    ended(PointOutcome(index, point.label, "complete", final))
-                else:
-                    ended(PointOutcome(index, point.label, "failed", {}, message[-1] if message else
-                                       f"exit code {child.returncode}"))
-            interrupts.sleep(0.2)
+    scratch = Path(tempfile.mkdtemp(prefix="fedarena-sweep-"))
+    waiting = list(todo)
+    servers: list[_PointServer] = []
+    selector = selectors.DefaultSelector()
+    started = 0
+    tries: dict[int, int] = {}  # children that died running each point
+
+    def give_next(server: _PointServer) -> None:
+        index = waiting.pop(0)
+        server.give(index, scratch / f"point{index}.h5")
+        sweep.mark(index, "running")
+
+    def collect(server: _PointServer) -> None:
+        """Merge the part file of the server's point into the sweep file."""
+        index, part = server.index, server.part
+        server.index = server.part = None
+        if part is not None and part.exists():
+            sweep.merge(index, part)
+            part.unlink()
+        point, _ = points[index]
+        sweep.label(index, point.label, point.assignments)
+
+    try:
+        while waiting or any(s.index is not None for s in servers):
+            while waiting and len(servers) < jobs:
+                started += 1
+                server = _PointServer(scenario_path, workers, scratch, started)
+                servers.append(server)
+                selector.register(server.process.stdout, selectors.EVENT_READ, server)
+                give_next(server)
+            for key, _ in selector.select(timeout=0.2):
+                server = key.data
+                for line in server.replies():
+                    index = server.index
+                    if line == "":  # the child died; a new one takes over
+                        selector.unregister(server.process.stdout)
+                        servers.remove(server)
+                        message = server.last_words()
+                        server.stop()
+                        if index is not None:
+                            collect(server)
+                            tries[index] = tries.get(index, 0) + 1
+                            if tries[index] < 2:  # it may have died of something else: once more
+                                waiting.insert(0, index)
+                            else:
+                                ended(PointOutcome(index, points[index][0].label, "failed", {}, message))
+                        break
+                    status, _, message = line.partition("\t")
+                    collect(server)
+                    if status == "complete":
+                        view = load_point(sweep.path, SweepFile.group(index))
+                        final = {m: view.final(m) for m in view.metrics if m != "round"}
+                        ended(PointOutcome(index, points[index][0].label, "complete", final))
+                    else:
+                        ended(PointOutcome(index, points[index][0].label, "failed", {}, message))
+                    if waiting:
+                        give_next(server)
+            interrupts.check()
     except KeyboardInterrupt:
-        for child, _, _ in running.values():
-            child.terminate()  # each stops in order and marks its own file interrupted
-        for index, (child, part, log) in running.items():
-            child.wait()
-            log.close()
-            if part.exists():
-                sweep.merge(index, part)
-                point, _ = points[index]
-                sweep.label(index, point.label, point.assignments)
-            sweep.mark(index, "interrupted")
+        for server in servers:
+            server.stop(interrupt=True)  # each marks its own file interrupted
+            if server.index is not None:
+                index = server.index
+                collect(server)
+                sweep.mark(index, "interrupted")
+        servers = []
         raise
     finally:
-        import shutil
-
+        for server in servers:  # idle ones: end of input lets them leave
+            server.stop()
+        selector.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def serve_points(points: list, registry: Registry, workers: list[str] | None = None) -> int:
+    """The child side of ``--jobs``: read "INDEX<TAB>PART_FILE" lines on
+    stdin, run that point into that file, answer "complete" or
+    "failed<TAB>message" on stdout; leave at the end of input.  One TFF
+    worker serves every point.  Anything else printed goes to stderr, so
+    that stdout carries only the answers."""
+    import os
+
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    log_devices()
+    with tff_workers(workers) as pool:
+        for line in sys.stdin:
+            interrupts.check()
+            index, part = line.rstrip("\n").split("\t")
+            point, scenario = points[int(index)]
+            writer = ResultsWriter(part, force=True)
+            try:
+                execute(scenario, registry, writer, pool, Progress(scenario.rounds, enabled=False))
+                answers.write("complete\n")
+            except RunError as error:
+                answers.write("failed\t" + " ".join(str(error).split()) + "\n")
+                pool.check()  # a dead worker would fail every later point: leave, a new child takes over
+    return 0
