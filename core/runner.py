@@ -252,16 +252,19 @@ class _PointServer:
         import os
         import subprocess
 
-        command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--serve-points",
-                   "--progress", "none"]
-        if workers:
-            command += ["--workers", ",".join(workers)]
+        command = self.command(scenario_path, workers)
         self.log = open(scratch / f"server{number}.log", "w+")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         self.index: int | None = None  # the point it is running
         self.part = None
         self._pending = b""
+
+    @staticmethod
+    def command(scenario_path: str, workers) -> list[str]:
+        command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--serve-points",
+                   "--progress", "none"]
+        return command + ["--workers", ",".join(workers)] if workers else command
 
     def give(self, index: int, part) -> None:
         self.index, self.part = index, part

@@ -2,6 +2,7 @@
 jobs, and a failing point that does not stop the others."""
 
 import math
+import sys
 
 import h5py
 import matplotlib.image
@@ -83,3 +84,47 @@ def test_parallel_jobs_finish_the_others_when_one_point_fails(tmp_path, write_sc
     accuracy = [r.final("test_accuracy") for r in load_runs(out)]
     assert not math.isnan(accuracy[0]) and not math.isnan(accuracy[-1])
     assert np.isfinite(accuracy[0])
+
+
+FAKE_CHILD = """\
+import os, sys
+# A --jobs child that fails point 0 cleanly and dies on point 1.
+for line in sys.stdin:
+    index = int(line.split("\\t")[0])
+    if index == 0:
+        print("failed\\tpoint 0 went wrong", flush=True)
+    else:
+        print(f"dying on point {index}", file=sys.stderr, flush=True)
+        os._exit(9)
+"""
+
+
+def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, write_scenario, monkeypatch):
+    from fedarena.core import runner
+    from fedarena.core.language import parse
+    from fedarena.core.registry import default_registry
+    from fedarena.core.sweep import check_points
+
+    out = tmp_path / "sweep.h5"
+    path = write_scenario(SWEEP.format(dataset=SYNTHETIC, output=out, axes="  seed in [1, 2]"))
+    registry = default_registry()
+    points = check_points(parse(path.read_text(), str(path)), registry)
+    fake = tmp_path / "child.py"
+    fake.write_text(FAKE_CHILD)
+    spawned = []
+
+    def command(scenario_path, workers):
+        spawned.append(scenario_path)
+        return [sys.executable, str(fake)]
+
+    monkeypatch.setattr(runner._PointServer, "command", staticmethod(command))
+    outcomes = runner.run_sweep(points, registry, scenario_path=str(path), output=str(out), jobs=2)
+    by_index = {o.index: o for o in outcomes}
+    assert sorted(by_index) == [0, 1] and len(outcomes) == 2
+    assert by_index[0].status == "failed" and by_index[0].message == "point 0 went wrong"
+    assert by_index[1].status == "failed" and by_index[1].message == "dying on point 1"
+    # Two children at first; point 1 killed one, was given to a replacement, and killed it too.
+    assert len(spawned) == 3
+    with h5py.File(out) as f:
+        assert [s.decode() for s in f["index/status"][()]] == ["failed", "failed"]
+        assert f.attrs["status"] == "failed"
