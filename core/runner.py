@@ -70,13 +70,36 @@ def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
 
 
 def log_devices() -> None:
-    """Say once where TensorFlow will compute: a GPU when it sees one (client
-    training and the server stage then run there), else the CPU."""
+    """Say once where the run computes.
+
+    Client training and the server stage run inside TFF's C++ worker, not in
+    this process.  The worker that tensorflow-federated 0.87 ships on PyPI is
+    built without CUDA (its binary says "TensorFlow was not compiled with
+    CUDA or ROCm support"; TFF issue #4600), so it computes on the CPU even
+    where this process's TensorFlow sees a GPU; only the evaluation that
+    fedarena runs in this process (test metrics) can use the GPU then."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    where = ", ".join(gpu.name for gpu in gpus) if gpus else "CPU only (TensorFlow sees no GPU)"
-    print(f"fedarena: computing on {where}", file=sys.stderr)
+    if not gpus:
+        print("fedarena: computing on the CPU (TensorFlow sees no GPU)", file=sys.stderr)
+    elif worker_has_cuda():
+        print(f"fedarena: computing on {', '.join(gpu.name for gpu in gpus)}", file=sys.stderr)
+    else:
+        print(f"fedarena: TensorFlow sees {', '.join(gpu.name for gpu in gpus)}, but TFF's worker is built "
+              f"without CUDA: client training and the server stage run on the CPU; evaluation uses the GPU",
+              file=sys.stderr)
+
+
+def worker_has_cuda() -> bool:
+    """Whether TFF's local worker binary can load CUDA (a CUDA build names
+    the CUDA runtime library it opens)."""
+    import mmap
+
+    from fedarena.core.workers import worker_binary_path
+
+    with open(worker_binary_path(), "rb") as binary, mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b"libcudart.so") >= 0
 
 
 def run_scenario(
