@@ -479,7 +479,11 @@ class Run:
         """Yield a `RoundResult` per round, from ``first_round`` on (a resumed
         run passes the checkpoint's weights, state and detection counts)."""
         weights = self.model.initial if weights is None else weights
-        state = self.computations.initial_state if state is None else state
+        initial = self.computations.initial_state
+        # A checkpoint read back from HDF5 lists names alphabetically; the
+        # round's TFF type takes the state in the order of `initial_state`.
+        state = initial if state is None else {key: {name: state[key][name] for name in initial[key]}
+                                               for key in initial}
         self.detection_totals = dict(detection_totals or {})
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()

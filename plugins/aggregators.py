@@ -22,6 +22,22 @@ Conventions shared by every rule here (see /work/shared/design/ALGORITHMS.md):
   what the rows left allow (documented per rule) instead of failing a run.
 - ``share`` is each row's coefficient in the aggregate when the aggregate is
   a combination of rows, ``1/n`` per used row for coordinate-wise rules.
+- ``layers`` (names, or substrings of names, of model layers; empty: all):
+  the rules that choose or weight rows by distances or similarities compute
+  those on the columns of the named layers only, e.g. to leave batch-norm
+  statistics out; the aggregate still covers every parameter.  Krum and
+  Multi-Krum: the pairwise distances; Bulyan: the distances of its Krum
+  selection (its coordinate-wise step is unchanged); DnC: the coordinates
+  it subsamples; SignGuard: the norm filter and the sign statistics (the
+  clipping of the accepted updates uses whole norms); AFA: the cosine
+  similarities to the aggregate; FLTrust: the cosine trust (the rescaling
+  to the root update's norm uses whole norms).  There is no ``layers`` for
+  the coordinate-wise rules (FedAvg, median, trimmed mean), which never
+  compare rows, nor for the rules whose norms scale whole updates (norm
+  clipping, centered clipping, the geometric median's Weiszfeld weights):
+  a norm measured on some layers would leave the others unbounded.
+  Bucketing passes the model's layers to its inner rule, which takes its
+  own ``layers``.
 """
 
 from __future__ import annotations
@@ -38,6 +54,9 @@ from fedarena.core.params import param
 # the rule it wraps) never draw the same random numbers.
 _SALT_NOISE, _SALT_DNC, _SALT_SIGNGUARD, _SALT_BUCKETS, _SALT_INNER = 101, 102, 103, 104, 105
 
+LAYERS_DOC = ("names (substrings) of the layers whose parameters the rule's distances or similarities use; "
+              "empty: all (the aggregate always covers every parameter)")
+
 
 # --------------------------------------------------------------------------
 # Matrix helpers (in TF).
@@ -50,6 +69,21 @@ def _kept(updates, weights):
 
     index = tf.where(weights > 0)[:, 0]
     return index, tf.gather(updates, index), tf.gather(weights, index), tf.shape(index, out_type=tf.int32)[0]
+
+
+def _on_layers(x, ctx: ServerContext, layers: tuple[str, ...]):
+    """``x`` (rows ``[n, d]`` or a vector ``[d]``) restricted to the columns
+    of the named layers, or ``x`` itself when ``layers`` is empty: what a
+    rule's distances and similarities look at."""
+    import tensorflow as tf
+
+    columns = ctx.columns(layers)
+    if columns is None:
+        return x
+    if len(columns) == 0:
+        raise ValueError(f"the aggregator's `layers` {list(layers)} match no layer of the model "
+                         f"({', '.join(layer.name for layer in ctx.layers)})")
+    return tf.gather(x, columns, axis=-1)
 
 
 def _spread(index, values, weights):
@@ -284,10 +318,13 @@ class Krum(Aggregator):
     n - f - 2 nearest other updates; the output is the update with the least
     score (its share is 1).  Needs n > 2f + 2.  Example counts are not used.
     If detectors leave too few rows at run time, the neighbour count is
-    clamped to [1, n - 1].  Ties go to the first row.
+    clamped to [1, n - 1].  Ties go to the first row.  With ``layers``, the
+    distances are measured on those layers' parameters; the chosen update
+    is applied whole.
     """
 
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def check(self, facts):
         return _krum_check("krum", self.f, facts.clients_per_round)
@@ -297,7 +334,8 @@ class Krum(Aggregator):
 
         def compute():
             index, rows, _, n = _kept(updates, weights)
-            scores = _krum_scores(_pairwise_sq_distances(rows), tf.ones([n], tf.bool), self.f)
+            scores = _krum_scores(_pairwise_sq_distances(_on_layers(rows, ctx, self.layers)), tf.ones([n], tf.bool),
+                                  self.f)
             winner = tf.argmin(scores, output_type=tf.int32)
             return rows[winner], _spread(index, tf.one_hot(winner, n, dtype=updates.dtype), weights)
 
@@ -315,12 +353,15 @@ class MultiKrum(Aggregator):
     m = n - f.  ``iterative = true`` (a variant seen in practice) picks one
     Krum winner at a time and re-scores the remaining set after each pick
     while more than 2f + 2 remain; the last scores rank the rest.  Needs
-    n > 2f + 2.  At run time m is clamped to [1, n].
+    n > 2f + 2.  At run time m is clamped to [1, n].  With ``layers``, the
+    distances are measured on those layers' parameters; the chosen updates
+    are averaged whole.
     """
 
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     m: int | None = param(None, doc="updates averaged (default n - f)", ge=1)
     iterative: bool = param(False, doc="re-score the remaining updates after each pick")
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def check(self, facts):
         n = facts.clients_per_round
@@ -336,7 +377,7 @@ class MultiKrum(Aggregator):
             index, rows, _, n = _kept(updates, weights)
             m = tf.constant(self.m) if self.m is not None else n - self.f
             m = tf.maximum(tf.minimum(m, n), 1)
-            dist = _pairwise_sq_distances(rows)
+            dist = _pairwise_sq_distances(_on_layers(rows, ctx, self.layers))
             if self.iterative:
                 chosen = tf.cast(_repeated_krum(dist, self.f, m, rescore_above=2 * self.f + 2), updates.dtype)
             else:
@@ -363,10 +404,13 @@ class Bulyan(Aggregator):
     per coordinate varies).  For the last picks, where fewer than f + 3
     updates remain, Krum's neighbour count is clamped to at least 1; at run
     time theta and beta are clamped to at least 1 if detectors left too few
-    rows.  Example counts are not used.
+    rows.  Example counts are not used.  With ``layers``, the Krum distances
+    of step 1 are measured on those layers' parameters; step 2 covers every
+    coordinate.
     """
 
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def check(self, facts):
         n = facts.clients_per_round
@@ -382,7 +426,7 @@ class Bulyan(Aggregator):
             index, rows, _, n = _kept(updates, weights)
             theta = tf.maximum(n - 2 * self.f, 1)
             beta = tf.maximum(theta - 2 * self.f, 1)
-            chosen = _repeated_krum(_pairwise_sq_distances(rows), self.f, theta)
+            chosen = _repeated_krum(_pairwise_sq_distances(_on_layers(rows, ctx, self.layers)), self.f, theta)
             selected = tf.boolean_mask(rows, chosen)  # [theta, d]
             centre = _coordinate_median(selected)
             columns = tf.transpose(selected)  # [d, theta]
@@ -535,13 +579,15 @@ class DnC(Aggregator):
     decomposition of the centred rows' n x n Gram matrix (score_i =
     lambda_max * u_i^2, the same number as the SVD's).  If the iterations
     keep no common update the aggregate is zero; at run time at least one
-    update is kept per iteration.
+    update is kept per iteration.  With ``layers``, the coordinates are
+    drawn from those layers' parameters only; the mean covers every one.
     """
 
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     subsample: int = param(10000, doc="coordinates drawn per iteration (b)", ge=1)
     niters: int = param(1, doc="iterations; the updates kept in all of them are averaged", ge=1)
     c: float = param(1.0, doc="filtering fraction: floor(c * f) updates are dropped per iteration", gt=0)
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def dropped(self) -> int:
         return math.floor(self.c * self.f + 1e-9)
@@ -558,14 +604,15 @@ class DnC(Aggregator):
 
         def compute():
             index, rows, _, n = _kept(updates, weights)
-            d = tf.shape(rows)[1]
+            view = _on_layers(rows, ctx, self.layers)
+            d = tf.shape(view)[1]
             keep = tf.maximum(n - self.dropped(), 1)
             seed = _seed(ctx, _SALT_DNC)
 
             def body(i, good):
                 columns = _random_columns(tf.random.experimental.stateless_fold_in(seed, i), d,
                                           tf.minimum(self.subsample, d))
-                sub = tf.gather(rows, columns, axis=1)
+                sub = tf.gather(view, columns, axis=1)
                 centred = sub - tf.reduce_mean(sub, axis=0, keepdims=True)
                 values, vectors = tf.linalg.eigh(tf.matmul(centred, centred, transpose_b=True))
                 scores = values[-1] * tf.square(vectors[:, -1])
@@ -638,13 +685,17 @@ class SignGuard(Aggregator):
     kernel mean-shift whose cluster assignment is simplified (see
     `_mean_shift_largest_cluster`); the plain SignGuard features (no
     similarity feature of the SignGuard-Sim/-Dist variants).  If no update
-    passes both filters the aggregate is zero.
+    passes both filters the aggregate is zero.  With ``layers``, the norm
+    filter and the sign statistics look at those layers' parameters only
+    (the fraction is of their coordinates); the clipping of step 3 uses
+    the whole updates' norms and their median.
     """
 
     lower: float = param(0.1, doc="lowest accepted norm, as a multiple of the median norm", ge=0)
     upper: float = param(3.0, doc="highest accepted norm, as a multiple of the median norm", gt=0)
     fraction: float = param(0.1, doc="fraction of coordinates sampled for the sign statistics", gt=0, le=1)
     quantile: float = param(0.3, doc="quantile used to estimate the mean-shift bandwidth", gt=0, le=1)
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def check(self, facts):
         if self.lower >= self.upper:
@@ -658,11 +709,13 @@ class SignGuard(Aggregator):
             index, rows, _, n = _kept(updates, weights)
             norms = tf.norm(rows, axis=1)
             median = _median(norms)
-            ratio = tf.math.divide_no_nan(norms, median)
+            view = _on_layers(rows, ctx, self.layers)
+            view_norms = norms if view is rows else tf.norm(view, axis=1)
+            ratio = tf.math.divide_no_nan(view_norms, _median(view_norms))
             by_norm = (ratio >= self.lower) & (ratio <= self.upper)
-            d = tf.shape(rows)[1]
+            d = tf.shape(view)[1]
             count = tf.maximum(tf.cast(tf.math.ceil(self.fraction * tf.cast(d, tf.float64)), tf.int32), 1)
-            sub = tf.gather(rows, _random_columns(_seed(ctx, _SALT_SIGNGUARD), d, tf.minimum(count, d)), axis=1)
+            sub = tf.gather(view, _random_columns(_seed(ctx, _SALT_SIGNGUARD), d, tf.minimum(count, d)), axis=1)
             features = tf.stack([tf.reduce_mean(tf.cast(test, updates.dtype), axis=1)
                                  for test in (sub > 0, tf.equal(sub, 0), sub < 0)], axis=1)
             by_sign = _mean_shift_largest_cluster(features, self.quantile)
@@ -761,13 +814,16 @@ class AFA(Aggregator):
     (the regularised incomplete beta function).  State: ``alpha`` and
     ``beta`` per client id, ``[num_clients]``, starting at ``prior`` (our
     reading of the paper's alpha0 = beta0 = 3; a parameter here).  Shares:
-    the final coefficients (0 for flagged and blocked clients).
+    the final coefficients (0 for flagged and blocked clients).  With
+    ``layers``, the cosine similarities are measured on those layers'
+    parameters; the aggregates cover every parameter.
     """
 
     xi: float = param(2.0, doc="initial slack: flagged beyond median +/- xi * std", gt=0)
     delta_xi: float = param(0.25, doc="slack added after each pass", ge=0)
     threshold: float = param(0.95, doc="block a client when P(theta < 0.5) exceeds this", gt=0, lt=1)
     prior: float = param(3.0, doc="alpha and beta of each client's Beta prior", gt=0)
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def initial_state(self, dim, facts):
         import numpy as np
@@ -792,7 +848,8 @@ class AFA(Aggregator):
         blocked = tf.math.betainc(alpha, beta, tf.fill(tf.shape(alpha), tf.constant(0.5, alpha.dtype))) > self.threshold
         taking_part = (weights > 0) & tf.logical_not(blocked)
         part_weights = tf.where(taking_part, weights, 0.0)
-        norms = tf.norm(updates, axis=1)
+        view = _on_layers(updates, ctx, self.layers)
+        norms = tf.norm(view, axis=1)
 
         def weighted_mean(good, reputation):
             coeff = tf.where(good, reputation * weights, 0.0)
@@ -804,7 +861,8 @@ class AFA(Aggregator):
 
             def body(passes, good, xi, flagged_any):
                 aggregate, _ = weighted_mean(good, reputation)
-                cosine = tf.math.divide_no_nan(tf.linalg.matvec(updates, aggregate), norms * tf.norm(aggregate))
+                centre = _on_layers(aggregate, ctx, self.layers)
+                cosine = tf.math.divide_no_nan(tf.linalg.matvec(view, centre), norms * tf.norm(centre))
                 values = tf.boolean_mask(cosine, good)
                 mean, median = tf.reduce_mean(values), _median(values)
                 std = tf.math.reduce_std(values)
@@ -844,10 +902,14 @@ class FLTrust(Aggregator):
     gives a zero update (no division by zero).  Deviations: the server's
     update is computed with the clients' protocol and optimizer (the paper
     trains the root model like the clients, which is the same thing); the
-    shares reported per row are the normalised trust scores.
+    shares reported per row are the normalised trust scores.  With
+    ``layers``, the cosine (the trust) is measured on those layers'
+    parameters; the rescaling to the norm of g0 uses whole norms.
     """
 
     needs_root_update = True
+
+    layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def check(self, facts):
         if facts.root_samples <= 0:
@@ -862,7 +924,9 @@ class FLTrust(Aggregator):
             root = ctx.root_update
             root_norm = tf.norm(root)
             norms = tf.norm(rows, axis=1)
-            cosine = tf.math.divide_no_nan(tf.linalg.matvec(rows, root), norms * root_norm)
+            view, root_view = _on_layers(rows, ctx, self.layers), _on_layers(root, ctx, self.layers)
+            cosine = tf.math.divide_no_nan(tf.linalg.matvec(view, root_view),
+                                           tf.norm(view, axis=1) * tf.norm(root_view))
             trust = tf.nn.relu(cosine)
             share = tf.math.divide_no_nan(trust, tf.reduce_sum(trust))
             scaled = rows * tf.math.divide_no_nan(root_norm, norms)[:, None]

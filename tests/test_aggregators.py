@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from fedarena.core.check import check
 from fedarena.core.errors import ScenarioError
-from fedarena.core.interfaces import Facts, ServerContext
+from fedarena.core.interfaces import Facts, Layer, ServerContext
 from fedarena.core.language import parse
 from fedarena.core.registry import default_registry
 from fedarena.plugins.aggregators import (
@@ -607,3 +607,96 @@ def test_pairwise_distances_stay_precise_whatever_the_attackers_send(attackers):
     got = _pairwise_sq_distances(tf.constant(rows)).numpy()[:15, :15]
     exact = ((honest[:, None, :].astype(np.float64) - honest[None, :, :]) ** 2).sum(-1)
     np.testing.assert_allclose(got, exact, rtol=1e-3, atol=1e-6)
+
+
+# ------------------------------------------------------------------ layers
+
+TWO_LAYERS = (Layer("first/kernel:0", (3,), 0), Layer("second/kernel:0", (3,), 3))
+WITH_LAYERS = sorted(name for name, aggregator in ALL.items() if hasattr(aggregator, "layers"))
+
+
+def layered_context(k, root=None):
+    root_update = None if root is None else tf.constant(root, tf.float32)
+    return attrs.evolve(context(k), layers=TWO_LAYERS, root_update=root_update)
+
+
+def test_the_rules_that_compare_rows_take_layers():
+    from fedarena.plugins.aggregators import FLTrust
+
+    assert WITH_LAYERS == ["afa", "bulyan", "dnc", "krum", "multi_krum", "multi_krum_iterative", "signguard"]
+    assert FLTrust().layers == ()
+    for name in ("fedavg", "median", "trimmed_mean", "geometric_median", "centered_clipping", "norm_clipping",
+                 "bucketing"):
+        assert not hasattr(ALL[name], "layers"), name
+
+
+@pytest.mark.parametrize("name", WITH_LAYERS + ["fltrust"])
+def test_layers_naming_every_layer_change_nothing(name):
+    from fedarena.plugins.aggregators import FLTrust
+
+    aggregator = FLTrust() if name == "fltrust" else ALL[name]
+    root = np.linspace(-1, 2, D)
+    updates = sample_updates(4)
+    expected = run(aggregator, updates, ctx=layered_context(K, root))
+    got = run(attrs.evolve(aggregator, layers=("first", "second")), updates, ctx=layered_context(K, root))
+    for a, b in zip(got[:2], expected[:2]):
+        np.testing.assert_array_equal(a, b)
+    for key in expected[2]:
+        np.testing.assert_array_equal(got[2][key], expected[2][key])
+    with pytest.raises(ValueError, match="match no layer"):
+        run(attrs.evolve(aggregator, layers=("third",)), updates, ctx=layered_context(K, root))
+
+
+def test_krum_with_layers_picks_by_the_distances_on_those_layers_only():
+    rng = np.random.default_rng(8)
+    x = np.zeros((7, D))
+    # First layer: row 0 sits at the centre of rows 1-5; row 6 is far.
+    x[1:6, :3] = rng.normal(size=(5, 3))
+    x[1:6, :3] -= x[1:6, :3].mean(axis=0)
+    x[6, :3] = 20.0
+    # Second layer: row 0 is far; the others spread around 0.
+    x[0, 3:] = 10.0
+    x[1:, 3:] = rng.normal(size=(6, 3))
+    x = x.astype(np.float32)
+    f = 1
+    on_first = int(np.argmin(ref_krum_scores(x[:, :3], f)))
+    on_second = int(np.argmin(ref_krum_scores(x[:, 3:], f)))
+    on_all = int(np.argmin(ref_krum_scores(x, f)))
+    assert on_first == 0 and on_all != 0 and on_second != 0
+    for layers, winner in (((), on_all), (("first",), on_first), (("second",), on_second)):
+        aggregate, share, _ = run(Krum(f=f, layers=layers), x, ctx=layered_context(7))
+        np.testing.assert_array_equal(aggregate, x[winner])  # the whole update, every layer
+        assert share.tolist() == np.eye(7)[winner].tolist(), layers
+    # Multi-Krum and Bulyan's selection follow the same distances.
+    _, share, _ = run(MultiKrum(f=f, m=1, layers=("first",)), x, ctx=layered_context(7))
+    assert int(np.argmax(share)) == 0
+
+
+def test_fltrust_with_layers_trusts_by_the_cosine_on_those_layers():
+    from fedarena.plugins.aggregators import FLTrust
+
+    root = np.ones(D, np.float32)
+    x = np.array([[1, 1, 1, -5, -5, -5], [2, 2, 2, 2, 2, 2]], np.float32)  # row 0 agrees on the first layer only
+    _, share, _ = run(FLTrust(), x, ctx=layered_context(2, root))
+    np.testing.assert_allclose(share, [0.0, 1.0], atol=1e-6)
+    aggregate, share, _ = run(FLTrust(layers=("first",)), x, ctx=layered_context(2, root))
+    np.testing.assert_allclose(share, [0.5, 0.5], atol=1e-6)
+    # Each row is still rescaled to the root update's whole norm.
+    scaled = x * (np.linalg.norm(root) / np.linalg.norm(x, axis=1))[:, None]
+    np.testing.assert_allclose(aggregate, scaled.mean(axis=0), rtol=1e-5)
+
+
+def test_afa_with_layers_flags_by_the_cosine_on_those_layers():
+    rng = np.random.default_rng(2)
+    x = 1.0 + 0.1 * rng.normal(size=(10, D))
+    x[9, 3:] = -8.0  # against the others on the second layer only
+    x = x.astype(np.float32)
+    _, share, _ = run(AFA(), x, ctx=layered_context(10))
+    assert share[9] == 0 and (share[:9] > 0).all()
+    # The aggregate's columns of a layer are the mean of the rows' columns:
+    # AFA on the first layer flags as AFA on the first layer's columns alone.
+    _, share, state = run(AFA(layers=("first",)), x, ctx=layered_context(10))
+    _, alone, alone_state = run(AFA(), x[:, :3], ctx=layered_context(10))
+    assert share[9] > 0
+    np.testing.assert_allclose(share > 0, alone > 0)
+    np.testing.assert_allclose(state["beta"], alone_state["beta"])

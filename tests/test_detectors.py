@@ -554,8 +554,8 @@ def test_registration_and_parameter_ranges():
             added[name] = cls
 
     D.fedarena_register_detectors(registry=Recorder())
-    assert sorted(added) == ["auror", "contra", "cosine_outlier", "flame", "foolsgold", "label_flip_pca",
-                             "norm_outlier"]
+    assert sorted(added) == ["auror", "contra", "cosine_outlier", "flame", "fldetector", "foolsgold",
+                             "label_flip_pca", "norm_outlier"]
     assert all(attrs.has(cls) and issubclass(cls, D.Detector) for cls in added.values())
     assert D.Flame().noise_lambda == 0.001 and D.Flame().min_cluster_fraction == 0.5
     with pytest.raises(ValueError, match="min_cluster_fraction"):
