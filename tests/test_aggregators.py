@@ -352,6 +352,27 @@ def test_bulyan_selects_theta_by_repeated_krum_and_averages_beta_around_the_medi
     assert np.flatnonzero(share).tolist() == chosen and 2 not in chosen and 8 not in chosen
 
 
+def test_bulyans_coordinate_step_averages_the_beta_values_nearest_the_median():
+    from fedarena.plugins.aggregators import _mean_closest_to_median
+
+    rng = np.random.default_rng(11)
+    for count, beta in [(7, 3), (8, 4), (9, 9), (6, 1)]:
+        # Values on a coarse grid: repeated values and ties in distance are common.
+        columns = rng.integers(-4, 5, size=(200, count)).astype(np.float32)
+        got = _mean_closest_to_median(tf.constant(columns), beta).numpy()
+        for row, value in zip(columns, got):
+            distance = np.abs(row - np.median(row))
+            radius = np.sort(distance)[beta - 1]
+            inside, edge = row[distance < radius], row[distance == radius]
+            expected = (inside.sum() + (beta - len(inside)) * edge.mean()) / beta
+            assert value == pytest.approx(expected, abs=1e-6), (row, beta)
+    # A tie across the median: 0 and 2 are both 1 from the median 1 and one
+    # place is left, so each counts for half of it, whatever the row order.
+    for row in ([0.0, 1.0, 2.0, 1.0, 9.0], [2.0, 9.0, 1.0, 0.0, 1.0]):
+        assert _mean_closest_to_median(tf.constant([row]), 3).numpy()[0] == pytest.approx((1 + 1 + 1) / 3)
+    assert _mean_closest_to_median(tf.constant([[0.0, 1.0, 2.0, 1.0, 9.0]]), 4).numpy()[0] == pytest.approx(1.0)
+
+
 # ------------------------------------------------ geometric median, clipping
 
 def test_geometric_median_follows_weiszfeld_and_reaches_the_minimiser():
