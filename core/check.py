@@ -10,6 +10,7 @@ raised together as one `ScenarioError`, each pointing at its place.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -120,6 +121,7 @@ class Scenario:
             server_learning_rate=self.training.server_learning_rate,
             num_attackers=sum(group.num_clients for group in self.attacks),
             root_samples=self.training.root_samples,
+            scenario_dir=str(Path(self.filename).parent),
         )
 
     def plugins(self) -> list[tuple[str, Plugin]]:
@@ -235,14 +237,14 @@ class Checker:
             seen[arg.name] = arg
             info = params.get(arg.name)
             if info is None:
-                hint = did_you_mean(arg.name, list(params)) or (
+                hint = self._nested_hint(params, call, arg) or did_you_mean(arg.name, list(params)) or (
                     f"; it takes {', '.join(params)}" if params else "; it takes no parameters"
                 )
                 self.error(f"{kind} '{call.name}' has no parameter '{arg.name}'{hint}", arg.span)
                 ok = False
                 continue
             value = self.value_for(info, arg.value, f"parameter '{arg.name}' of {kind} '{call.name}'",
-                                   arg.value_span or arg.span)
+                                   arg.value_span or arg.span, write=f"{arg.name} = ")
             if value is _INVALID:
                 ok = False
             else:
@@ -259,12 +261,53 @@ class Checker:
             self.error(f"{kind} '{call.name}': {error}", call.span)
             return None
 
-    def value_for(self, info: ParamInfo, value: Any, what: str, span: Span | None):
+    def _plugin_name(self, kind: str, value: Any) -> str | None:
+        """The registered plugin of ``kind`` that a value names or is: a
+        call's name, a string that is (or is close to) a plugin's name, a
+        plugin instance's name; None if it names none."""
+        if isinstance(value, spec.Call):
+            name = value.name
+        elif isinstance(value, str):
+            close = difflib.get_close_matches(value, self.registry.names(kind), n=1, cutoff=0.6)
+            name = value if self.registry.get(kind, value) else (close[0] if close else None)
+        elif isinstance(value, Plugin):
+            name = self.registry.name_of(value)
+        else:
+            return None
+        return name if name is not None and self.registry.get(kind, name) is not None else None
+
+    def _nested_hint(self, params: dict[str, ParamInfo], call: spec.Call, arg: spec.Arg) -> str:
+        """For an unknown parameter that belongs to a nested plugin (the old
+        ``backdoor(trigger = "pixel", size = 3)``): where it goes instead."""
+        given = {a.name: a.value for a in call.args}
+        for info in params.values():
+            if info.kind is None:
+                continue
+            # The plugin the call names (or the default one) if it has the
+            # parameter, else the only plugin of that kind that has it.
+            named = self._plugin_name(info.kind, given.get(info.name, None if info.required else info.default))
+            having = [e.name for e in self.registry.entries(info.kind) if any(p.name == arg.name for p in e.params())]
+            name = named if named in having else (having[0] if len(having) == 1 else None)
+            if name is not None:
+                return (f"; '{arg.name}' is a parameter of the {info.kind}: "
+                        f"write {info.name} = {name}({arg.name} = {_source_text(arg.value)})")
+        return ""
+
+    def value_for(self, info: ParamInfo, value: Any, what: str, span: Span | None, write: str = ""):
+        """The checked value of a parameter or setting, or `_INVALID` (the
+        problem recorded).  ``write`` is how the value is introduced in the
+        file (``"trigger = "``), for suggestions."""
         if info.kind is not None:
             if isinstance(value, spec.Call):
                 plugin = self.resolve(info.kind, value)
                 return _INVALID if plugin is None else plugin
-            self.error(f"{what} must be {_article(info.kind)}, got {describe(value)}", span)
+            hint = ""
+            if isinstance(value, str):  # a plugin's name in quotes, as older files wrote triggers
+                name = self._plugin_name(info.kind, value)
+                hint = (f"; write {write}{name}(...), a plugin call without quotes" if name else
+                        f"; write {write}NAME(...) without quotes, NAME one of: "
+                        f"{', '.join(self.registry.names(info.kind))}")
+            self.error(f"{what} must be {_article(info.kind)}, got {describe(value)}{hint}", span)
             return _INVALID
         if isinstance(value, spec.Call) and not value.args and info.type is str:
             value = value.name  # a bare word where a string is expected
@@ -285,6 +328,19 @@ class Checker:
 
 
 _INVALID = object()
+
+
+def _source_text(value: Any) -> str:
+    """A plain literal as a scenario writes it; ``...`` for anything else."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return number(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= 40:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "..."
 
 
 def _article(type_text: str) -> str:
@@ -466,7 +522,7 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int | N
         info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge,
                          lt=declared.lt, choices=declared.choices, kind=declared.kind)
         value = c.value_for(info, setting.value, f"training setting '{setting.name}'",
-                            setting.value_span or setting.span)
+                            setting.value_span or setting.span, write=f"{setting.name} ")
         if value is _INVALID:
             ok = False
         else:

@@ -46,6 +46,12 @@ def fedarena_register_attacks(registry) -> None:
 
 
 @hookspec
+def fedarena_register_triggers(registry) -> None:
+    """Add trigger plugins (`Trigger`): the patterns backdoor attacks stamp
+    on inputs, named as an attack's parameter (``trigger = pixel(size = 3)``)."""
+
+
+@hookspec
 def fedarena_register_detectors(registry) -> None:
     """Add detector plugins (`Detector`), applied in order before aggregation."""
 

@@ -8,6 +8,8 @@ call back into Python state.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -44,6 +46,15 @@ class Facts:
     server_learning_rate: float = 1.0
     num_attackers: int = 0
     root_samples: int = 0  # clean samples the server holds (training setting root_samples)
+    # The folder of the scenario file ("" when there is none: the working
+    # directory); relative paths in plugin parameters are read from here.
+    scenario_dir: str = ""
+
+    def resolve(self, path: str) -> Path:
+        """A path given in a plugin parameter: ``~`` expanded, and a relative
+        path taken from the scenario file's folder (`scenario_dir`)."""
+        location = Path(os.path.expanduser(path))
+        return location if location.is_absolute() else Path(self.scenario_dir or ".") / location
 
 
 @attrs.frozen
@@ -172,6 +183,49 @@ class Attack(Plugin):
         return self.poison_updates(updates, own, benign, ctx), state
 
 
+class Trigger(Plugin):
+    """A backdoor trigger, the value of an attack's parameter
+    (``backdoor(trigger = pixel(size = 3))``).
+
+    A trigger blends a pattern into an input, ``x' = x * (1 - w) + w *
+    pattern``, with weights ``w`` in [0, 1] given as one or more parts: in
+    training, the attacker with index ``member`` in its group stamps part
+    ``member mod parts`` (distributed triggers); the test-time trigger is
+    the sum of the parts.  A trigger states ``weights`` and ``pattern``;
+    stamping is done here, the same way for every trigger.
+    """
+
+    kind = "trigger"
+
+    def weights(self, input_shape: tuple[int, ...]) -> np.ndarray:
+        """float32 ``[parts, *input_shape]``: the weights of each part (one
+        part for a trigger every attacker stamps whole); the full trigger's
+        weights are their sum."""
+        raise NotImplementedError
+
+    def pattern(self, input_shape: tuple[int, ...]) -> np.ndarray:
+        """float32 ``input_shape``: the values the trigger blends in."""
+        raise NotImplementedError
+
+    def stamp(self, x: np.ndarray, part: int | None = None) -> np.ndarray:
+        """NumPy: inputs ``[n, *input_shape]`` stamped with the full trigger
+        (``part`` None, as at test time) or with part ``part mod parts``."""
+        shape = tuple(x.shape[1:])
+        weights = self.weights(shape)
+        w = weights.sum(axis=0) if part is None else weights[part % len(weights)]
+        return (x * (1.0 - w) + w * self.pattern(shape)).astype(np.float32)
+
+    def stamp_member(self, x, member, input_shape: tuple[int, ...]):
+        """In TF: inputs ``[n, *input_shape]`` stamped with the part of the
+        attacker ``member`` (int32 scalar, its index in its attack group)."""
+        import tensorflow as tf
+
+        shape = tuple(input_shape)
+        weights = tf.constant(self.weights(shape))
+        w = tf.gather(weights, tf.math.floormod(tf.cast(member, tf.int32), weights.shape[0]))
+        return x * (1.0 - w) + w * tf.constant(self.pattern(shape))
+
+
 class Detector(Plugin):
     kind = "detector"
 
@@ -212,5 +266,5 @@ class Metric(Plugin):
 
 
 KINDS: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (Dataset, Split, Model, Optimizer, Attack, Detector, Aggregator, Metric)
+    cls.kind: cls for cls in (Dataset, Split, Model, Optimizer, Attack, Trigger, Detector, Aggregator, Metric)
 }

@@ -20,6 +20,8 @@ import inspect
 import sys
 from pathlib import Path
 
+from fedarena.core.interfaces import Plugin
+
 # Headings and one-line introductions of each kind, in the order a scenario
 # names them.
 KIND_TITLES = {
@@ -30,6 +32,8 @@ KIND_TITLES = {
     "optimizer": ("Optimizers", "`optimizer NAME(...)` inside `training { ... }`: the clients' local optimizer."),
     "attack": ("Attacks", "`attack NAME(...) { clients N }`: what a group of malicious clients does, to its "
                "training data (data poisoning) or to its updates at the server stage (model poisoning)."),
+    "trigger": ("Triggers", "`trigger = NAME(...)` as a parameter of a backdoor attack "
+                "(`backdoor(target = 0, trigger = pixel(size = 3))`): the pattern stamped on poisoned inputs."),
     "detector": ("Detectors", "`detector NAME(...)`: scores each round's updates and drops the ones it judges "
                  "malicious, before aggregation; detectors run in the order written."),
     "aggregator": ("Aggregators", "`aggregator NAME(...)`: how the server combines the kept updates."),
@@ -62,10 +66,14 @@ def _code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _default(info) -> str:
+def _default(info, registry) -> str:
     if info.required:
         return "required"
     value = info.default
+    if isinstance(value, Plugin):  # a nested plugin, as a scenario writes it
+        from fedarena.core.results import plugin_label
+
+        return _code(plugin_label(registry.name_of(value), value, registry.name_of))
     if isinstance(value, tuple):  # lists are declared as tuples
         value = list(value)
     if isinstance(value, bool):
@@ -85,7 +93,7 @@ def _usage(entry) -> str:
     return f"{entry.name}(" + ", ".join(f"{name} = ..." for name in required) + ")"
 
 
-def _plugin_section(entry) -> list[str]:
+def _plugin_section(entry, registry) -> list[str]:
     lines = [f"### `{entry.name}`", ""]
     doc = inspect.cleandoc(entry.cls.__doc__ or "").strip()
     if doc:
@@ -103,7 +111,7 @@ def _plugin_section(entry) -> list[str]:
     for info in params:
         allowed = info.range_text()
         lines.append(
-            f"| `{info.name}` | {_cell(info.type_name())} | {_default(info)} | "
+            f"| `{info.name}` | {_cell(info.type_name())} | {_default(info, registry)} | "
             f"{_cell(allowed) if allowed else ''} | {_cell(info.doc)} |"
         )
     lines.append("")
@@ -146,7 +154,7 @@ def render(registry=None) -> str:
         if intro:
             lines += [intro, ""]
         for entry in by_kind[kind]:
-            lines += _plugin_section(entry)
+            lines += _plugin_section(entry, registry)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

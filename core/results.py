@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from fedarena.core.errors import UsageError
+from fedarena.core.interfaces import Plugin
 
 STATUSES = ("running", "complete", "interrupted", "failed")
 _STRING = h5py.string_dtype()
@@ -36,10 +37,18 @@ def _version(distribution: str) -> str:
         return ""
 
 
-def plugin_label(name: str, plugin) -> str:
-    """``krum(f = 2)``: the name and the parameters that differ from their defaults."""
+def plugin_label(name: str, plugin, name_of=None) -> str:
+    """``krum(f = 2)``: the name and the parameters that differ from their
+    defaults.  ``name_of(plugin)`` names nested plugins (``backdoor(trigger =
+    pixel(size = 4))``); without it they show as their repr."""
+
+    def text(value) -> str:
+        if name_of is not None and isinstance(value, Plugin):
+            return plugin_label(name_of(value), value, name_of)
+        return repr(value)
+
     changed = [
-        f"{field.name} = {getattr(plugin, field.name)!r}"
+        f"{field.name} = {text(getattr(plugin, field.name))}"
         for field in attrs.fields(type(plugin))
         if field.init and getattr(plugin, field.name) != field.default
     ]
@@ -147,7 +156,7 @@ class ResultsWriter:
                 group = plugins.create_group(role.replace(":", "_"))
                 group.attrs["role"] = role
                 group.attrs["name"] = registry.name_of(plugin)
-                group.attrs["label"] = plugin_label(registry.name_of(plugin), plugin)
+                group.attrs["label"] = plugin_label(registry.name_of(plugin), plugin, registry.name_of)
                 group.attrs["class"] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
                 group.attrs["parameters"] = repr(plugin)
                 group.attrs["distribution"] = provider.distribution

@@ -1,8 +1,9 @@
 """Built-in attacks.
 
 Data poisoning (``poisons_data``) changes a malicious client's training
-samples inside its TFF client computation: `LabelFlip`, `Backdoor` (BadNets
-pixel patch, blended pattern, DBA distributed patch) and `Neurotoxin`.
+samples inside its TFF client computation: `LabelFlip`, `Backdoor` (with a
+trigger plugin of ``fedarena.plugins.triggers``: BadNets pixel patch,
+blended pattern, DBA distributed patch), `Neurotoxin` and `EdgeCase`.
 
 Model poisoning (``poisons_updates``) rewrites the attack's own rows of the
 round's ``[K, d]`` update matrix at the server stage, where ``K`` is not
@@ -25,16 +26,20 @@ one-dimensional searches of Fang-Krum, Min-Max and Min-Sum).  Conventions
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 from statistics import NormalDist
 from typing import ClassVar
 
 import attrs
 import numpy as np
 
+from fedarena.core.errors import RunError
 from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Attack
+from fedarena.core.interfaces import Attack, Trigger
 from fedarena.core.params import param
+from fedarena.plugins.triggers import Pixel
 
 KNOWLEDGE = ("omniscient", "partial")
 _KNOWLEDGE_DOC = "reference updates: 'omniscient' the round's benign rows, 'partial' the attackers' own rows before the attack"
@@ -227,51 +232,34 @@ class LabelFlip(Attack):
         return {}
 
 
-def _image_view(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """How a trigger sees one input, as (height, width, channels).
+def _poisoned_rows(n, ratio: float, seed):
+    """In TF: the samples a data-poisoning attack changes, exactly
+    ``round(ratio * n)`` of ``n`` drawn from the stateless seed -> (bool
+    ``[n]``, int32 ``[n]`` ranks of a random permutation: the chosen samples
+    are those of rank below the count)."""
+    import tensorflow as tf
 
-    Images ``[H, W, C]`` as they are; ``[H, W]`` as one channel.  A flat input
-    of ``F`` features is a square one-channel image when ``F`` is a perfect
-    square (e.g. MNIST's 784 = 28 x 28, row-major), otherwise a ``1 x F``
-    strip, so that a patch of side ``size`` becomes ``size`` consecutive
-    features at the start (left corners) or end (right corners).
-    """
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 1:
-        side = math.isqrt(shape[0])
-        return (side, side, 1) if side * side == shape[0] else (1, shape[0], 1)
-    if len(shape) == 2:
-        return shape + (1,)
-    if len(shape) == 3:
-        return shape
-    raise ValueError(f"a trigger needs inputs of rank 1 to 3, got shape {shape}")
+    count = tf.cast(tf.round(ratio * tf.cast(n, tf.float32)), tf.int32)
+    ranks = tf.math.invert_permutation(tf.argsort(tf.random.stateless_uniform([n], seed)))
+    return ranks < count, ranks
+
+
+def _target_problems(name: str, target: int, facts) -> list[str]:
+    if target >= facts.num_classes:
+        return [f"{name} target {target} is not a class of this dataset (classes 0..{facts.num_classes - 1})"]
+    return []
 
 
 @attrs.frozen
 class Backdoor(Attack):
     """Backdoor by trigger-stamped samples relabelled to ``target``.
 
-    Triggers (``trigger``):
-
-    * ``"pixel"`` -- BadNets (Gu et al. 2017, "BadNets: Identifying
-      Vulnerabilities in the Machine Learning Model Supply Chain"): a square
-      patch of ``size`` x ``size`` pixels at ``corner``, every channel set to
-      ``value`` (the inputs' maximum: 1.0 for the built-in datasets, which
-      scale pixels to [0, 1]).
-    * ``"blend"`` -- blended injection (Chen et al. 2017, "Targeted Backdoor
-      Attacks on Deep Learning Systems Using Data Poisoning"): ``x' = (1 -
-      alpha) x + alpha * pattern`` over the whole input, the pattern uniform
-      in [0, ``value``) drawn from ``pattern_seed`` (the paper's random-noise
-      pattern; fixed across clients and rounds).
-    * ``"dba"`` -- distributed backdoor attack (Xie et al. 2020, "DBA:
-      Distributed Backdoor Attacks against Federated Learning", ICLR): the
-      pixel patch's pixels, in row-major order, are cut into ``parts``
-      nearly equal runs (size 4 and 4 parts: four one-row bars); attacker
-      ``member % parts`` stamps only its run, evaluation stamps the whole
-      patch.  Deviation: the paper's local triggers are bars with gaps
-      between them; here they are adjacent pieces of one patch.
-
-    Inputs of rank 1 to 3 are laid out as described in `_image_view`.
+    ``trigger`` is a trigger plugin (``fedarena plugins trigger`` lists
+    them): ``pixel`` (BadNets patch, the default), ``blend`` (blended
+    pattern, Chen et al. 2017) or ``dba`` (distributed trigger, Xie et al.
+    2020), e.g. ``backdoor(target = 0, trigger = pixel(size = 4))``.  An
+    attacker stamps the part of the trigger its index in the attack group
+    picks (only DBA has several parts); evaluation stamps the whole trigger.
 
     ``poison_ratio``: exactly ``round(poison_ratio * n)`` of a malicious
     client's ``n`` samples, drawn anew each round from its stateless seed,
@@ -292,99 +280,29 @@ class Backdoor(Attack):
     poisons_data = True
 
     target: int = param(doc="class every triggered sample is labelled as", ge=0)
-    trigger: str = param("pixel", doc="trigger kind", choices=("pixel", "blend", "dba"))
+    trigger: Trigger = param(Pixel(), doc="the trigger stamped on poisoned samples, e.g. pixel(size = 3)",
+                             kind="trigger")
     poison_ratio: float = param(0.3, doc="share of each malicious client's samples stamped and relabelled", gt=0, le=1)
-    size: int = param(3, doc="side of the square patch in pixels (pixel, dba)", ge=1)
-    corner: str = param("bottom_right", doc="where the patch sits (pixel, dba)",
-                        choices=("top_left", "top_right", "bottom_left", "bottom_right"))
-    value: float = param(1.0, doc="value of trigger pixels: the inputs' maximum (pixel, dba); blend pattern range [0, value)")
-    alpha: float = param(0.2, doc="blend weight of the pattern (blend)", gt=0, le=1)
-    pattern_seed: int = param(0, doc="seed of the blend pattern (blend)", ge=0)
-    parts: int = param(4, doc="number of local triggers the patch is split into (dba)", ge=1)
     boost: float = param(1.0, doc="factor applied to the attackers' own update rows at the server (1 = none)", gt=0)
 
     @property
     def poisons_updates(self) -> bool:  # type: ignore[override]
         return self.boost != 1.0
 
-    def check(self, facts):
-        problems = []
-        if self.target >= facts.num_classes:
-            problems.append(
-                f"{self._name} target {self.target} is not a class of this dataset "
-                f"(classes 0..{facts.num_classes - 1})"
-            )
-        try:
-            height, width, _ = _image_view(facts.input_shape)
-        except ValueError as error:
-            return problems + [f"{self._name}: {error}"]
-        # A 1 x F strip (flat input of non-square length) takes `size` features.
-        if self.trigger != "blend" and (self.size > width or (height > 1 and self.size > height)):
-            problems.append(f"{self._name} patch size {self.size} does not fit inputs of {height} x {width} pixels")
-        if self.trigger == "dba":
-            pixels = min(self.size, height) * min(self.size, width)
-            if self.parts > pixels:
-                problems.append(f"{self._name} cannot split a patch of {pixels} pixels into {self.parts} parts")
-        return problems
-
     @property
     def _name(self) -> str:
         return type(self).__name__.lower()
 
-    # The trigger as two arrays of the input's shape: x' = x * (1 - w) + w * pattern.
-
-    def _patch_mask(self, input_shape) -> np.ndarray:
-        height, width, channels = _image_view(input_shape)
-        rows, cols = min(self.size, height), min(self.size, width)
-        mask = np.zeros((height, width, channels), bool)
-        r0 = 0 if self.corner.startswith("top") else height - rows
-        c0 = 0 if self.corner.endswith("left") else width - cols
-        mask[r0 : r0 + rows, c0 : c0 + cols, :] = True
-        return mask
-
-    def trigger_weights(self, input_shape) -> np.ndarray:
-        """Per-part weights ``w``, float32 ``[parts, *input_shape]`` (one part
-        unless the trigger is ``dba``); the full trigger is their sum."""
-        shape = tuple(input_shape)
-        if self.trigger == "blend":
-            return np.full((1,) + shape, self.alpha, np.float32)
-        mask = self._patch_mask(shape)
-        if self.trigger == "pixel":
-            return mask.reshape((1,) + shape).astype(np.float32)
-        rows, cols = np.nonzero(mask[..., 0])  # row-major order
-        parts = np.zeros((self.parts,) + mask.shape, np.float32)
-        for index, chunk in enumerate(np.array_split(np.arange(len(rows)), self.parts)):
-            parts[index, rows[chunk], cols[chunk], :] = 1.0
-        return parts.reshape((self.parts,) + shape)
-
-    def trigger_pattern(self, input_shape) -> np.ndarray:
-        """The values the trigger blends in, float32 ``input_shape``."""
-        shape = tuple(input_shape)
-        if self.trigger == "blend":
-            return np.random.default_rng(self.pattern_seed).uniform(0.0, self.value, shape).astype(np.float32)
-        return np.full(shape, self.value, np.float32)
-
-    def stamp(self, x: np.ndarray, part: int | None = None) -> np.ndarray:
-        """NumPy: stamp inputs ``[n, *input_shape]`` with the full trigger
-        (``part`` None) or one DBA part."""
-        shape = x.shape[1:]
-        weights = self.trigger_weights(shape)
-        w = weights.sum(axis=0) if part is None else weights[part % len(weights)]
-        return (x * (1.0 - w) + w * self.trigger_pattern(shape)).astype(np.float32)
+    def check(self, facts):
+        problems = _target_problems(self._name, self.target, facts)
+        return problems + [f"{self._name} trigger: {message}" for message in self.trigger.check(facts)]
 
     def poison_data(self, x, y, seed, facts, member):
         import tensorflow as tf
 
         shape = tuple(facts.input_shape)
-        weights = tf.constant(self.trigger_weights(shape))
-        w = tf.gather(weights, tf.math.floormod(tf.cast(member, tf.int32), weights.shape[0]))
-        pattern = tf.constant(self.trigger_pattern(shape))
-        n = tf.shape(y)[0]
-        count = tf.cast(tf.round(self.poison_ratio * tf.cast(n, tf.float32)), tf.int32)
-        # Ranks of a random permutation: the `count` lowest are poisoned.
-        ranks = tf.math.invert_permutation(tf.argsort(tf.random.stateless_uniform([n], seed)))
-        chosen = ranks < count
-        stamped = x * (1.0 - w) + w * pattern
+        chosen, _ = _poisoned_rows(tf.shape(y)[0], self.poison_ratio, seed)
+        stamped = self.trigger.stamp_member(x, member, shape)
         select = tf.reshape(chosen, [-1] + [1] * len(shape))
         return tf.where(select, stamped, x), tf.where(chosen, tf.constant(self.target, y.dtype), y)
 
@@ -397,14 +315,183 @@ class Backdoor(Attack):
         pick = test_y != self.target
         if not pick.any():
             return {"attack_success_rate": float("nan")}
-        predicted = np.argmax(predict(self.stamp(test_x[pick])), axis=1)
+        predicted = np.argmax(predict(self.trigger.stamp(test_x[pick])), axis=1)
+        return {"attack_success_rate": _rate(predicted == self.target)}
+
+
+EDGE_KEYS = ("x_train", "x_test")
+EDGE_HELPER = "python -m fedarena.plugins.edge_cases"
+
+
+@functools.lru_cache(maxsize=8)
+def _load_edge_npz(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, ...]:
+    """The arrays ``EDGE_KEYS`` of an .npz file, read-only (cached while the
+    file's time and size stay the same)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as error:  # not a NumPy file, truncated, unreadable
+        raise ValueError(f"cannot read {path} as an .npz file ({type(error).__name__}: {error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array, not an .npz archive; save the edge-case samples "
+                         "with numpy.savez(path, x_train=..., x_test=...)")
+    with loaded:
+        missing = [key for key in EDGE_KEYS if key not in loaded.files]
+        if missing:
+            has = ", ".join(loaded.files) if loaded.files else "no arrays"
+            raise ValueError(f"{path} has no array {' or '.join(map(repr, missing))} (it has {has}); save the "
+                             "edge-case samples with numpy.savez(path, x_train=..., x_test=...)")
+        try:
+            arrays = tuple(np.asarray(loaded[key]) for key in EDGE_KEYS)
+        except Exception as error:  # e.g. an object array, refused without pickle
+            raise ValueError(f"cannot read the arrays of {path} ({type(error).__name__}: {error})") from None
+    out = []
+    for key, x in zip(EDGE_KEYS, arrays):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: {key} holds {x.dtype} values, expected numbers")
+        x = x.astype(np.float32)
+        x.setflags(write=False)
+        out.append(x)
+    return tuple(out)
+
+
+def read_edge_set(location, input_shape) -> tuple[np.ndarray, np.ndarray]:
+    """The edge-case set of the ``edge_case`` attack: float32 ``(x_train,
+    x_test)`` from the .npz file at ``location``, each ``[n, *input_shape]``
+    with n >= 1 and finite values.  Raises `ValueError` with a message that
+    says what is wrong and how to fix it."""
+    location = Path(location)
+    if not location.is_file():
+        what = "is a folder, not a file" if location.is_dir() else "does not exist"
+        raise ValueError(
+            f"the edge-case file {location} {what}; give path = an .npz file with arrays x_train and x_test "
+            f"(for the digits dataset, {EDGE_HELPER} {location} writes one)"
+        )
+    stat = location.stat()
+    arrays = _load_edge_npz(str(location), stat.st_mtime_ns, stat.st_size)
+    shape = tuple(int(s) for s in input_shape)
+    for key, x in zip(EDGE_KEYS, arrays):
+        if x.shape[1:] != shape or x.ndim != len(shape) + 1:
+            raise ValueError(
+                f"{location}: {key} has samples of shape {x.shape[1:]}, but the dataset's inputs have shape "
+                f"{shape}; save {key} as an array of shape [n, {', '.join(map(str, shape))}]"
+            )
+        if len(x) == 0:
+            raise ValueError(f"{location}: {key} has no samples")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{location}: {key} has values that are not finite (NaN or infinity)")
+    return arrays[0], arrays[1]
+
+
+@attrs.frozen
+class EdgeCase(Attack):
+    """Edge-case backdoor (Wang et al. 2020, "Attack of the Tails: Yes, You
+    Really Can Backdoor Federated Learning", NeurIPS): the attackers teach
+    the model to put rare inputs, from the tail of the input distribution,
+    into class ``target``, while leaving common inputs alone (the paper's
+    examples: ARDIS handwritten sevens labelled 1 on EMNIST, Southwest
+    Airlines planes labelled truck on CIFAR-10).
+
+    The edge-case set is an ``.npz`` file at ``path``, written e.g. by
+    ``numpy.savez(path, x_train=..., x_test=...)``, with two arrays of
+    samples shaped like the dataset's inputs (``[n, *input_shape]``, values
+    on the dataset's scale: the built-in datasets give pixels in [0, 1]):
+    ``x_train``, the samples the attackers train on, and ``x_test``,
+    held-out samples for the metric.  Other arrays are ignored and no labels
+    are read: every edge-case sample is meant as ``target``.  A relative
+    ``path`` is read from the scenario file's folder (from the working
+    directory when the scenario has no file); ``~`` is expanded.  The file
+    is checked with the scenario, before anything runs: it exists, has both
+    arrays, and its samples have the dataset's input shape.  For the
+    ``digits`` dataset, ``python -m fedarena.plugins.edge_cases FILE``
+    writes one (rotated sevens).
+
+    Poisoning: exactly ``round(poison_ratio * n)`` of a malicious client's
+    ``n`` samples, drawn anew each round from its stateless seed, are
+    replaced by samples of ``x_train`` labelled ``target`` (``x_train`` in
+    a random order each round, repeated when more are needed).  The client
+    keeps ``n`` samples, so its weight in averaging does not change; the
+    edge-case share of its data is ``poison_ratio``, as the paper's attacker
+    mixes edge-case and clean samples.  With the other parameters left at
+    their defaults this is the paper's black-box attack: the attackers only
+    train on that data.
+
+    ``boost`` > 1 scales the attackers' update rows at the server (as
+    `Backdoor`'s; the scaling of the paper's model-replacement variant).
+    ``norm_bound`` then
+    projects each attacker's row onto the L2 ball of that radius, so that
+    the row the server sees has a norm of at most ``norm_bound``.
+
+    Test metric ``attack_success_rate``: share of ``x_test`` that the model
+    classifies as ``target`` (the paper's accuracy on the edge-case task).
+
+    Deviation: the paper's PGD attack projects the attacker's model onto a
+    ball around the global model during local training (every few steps),
+    so that training takes the bound into account.  Local training here is
+    fedarena's own, the same for every client; ``norm_bound`` projects the
+    finished update once, at the server stage (a norm-clipping defense then
+    sees a row within its bound, but the update was not trained under it).
+    """
+
+    poisons_data = True
+
+    path: str = param(doc="the edge-case .npz file (arrays x_train, x_test); relative: from the scenario's folder")
+    target: int = param(doc="class the edge-case samples are labelled as", ge=0)
+    poison_ratio: float = param(0.3, doc="share of each malicious client's samples replaced by edge cases", gt=0, le=1)
+    boost: float = param(1.0, doc="factor applied to the attackers' own update rows at the server (1 = none)", gt=0)
+    norm_bound: float | None = param(
+        None, doc="L2 norm the attackers' rows are projected to at most, after boost (none: no projection)", gt=0
+    )
+
+    @property
+    def poisons_updates(self) -> bool:  # type: ignore[override]
+        return self.boost != 1.0 or self.norm_bound is not None
+
+    def edge_set(self, facts) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(x_train, x_test)`` of the edge-case file (`read_edge_set`)."""
+        try:
+            return read_edge_set(facts.resolve(self.path), facts.input_shape)
+        except ValueError as error:  # the file changed since the scenario was checked
+            raise RunError(f"edge_case: {error}") from None
+
+    def check(self, facts):
+        problems = _target_problems("edge_case", self.target, facts)
+        try:
+            read_edge_set(facts.resolve(self.path), facts.input_shape)
+        except ValueError as error:
+            problems.append(f"edge_case: {error}")
+        return problems
+
+    def poison_data(self, x, y, seed, facts, member):
+        import tensorflow as tf
+
+        edge_train, _ = self.edge_set(facts)
+        count = edge_train.shape[0]
+        chosen, ranks = _poisoned_rows(tf.shape(y)[0], self.poison_ratio, seed)
+        # The chosen samples (ranks 0 .. k - 1) take x_train in a random order.
+        order = tf.argsort(tf.random.stateless_uniform([count], tf.random.experimental.stateless_fold_in(seed, 1)))
+        edge = tf.gather(tf.constant(edge_train), tf.gather(order, ranks % count))
+        select = tf.reshape(chosen, [-1] + [1] * len(facts.input_shape))
+        return tf.where(select, edge, x), tf.where(chosen, tf.constant(self.target, y.dtype), y)
+
+    def poison_updates(self, updates, own, benign, ctx):
+        import tensorflow as tf
+
+        rows = updates * self.boost
+        if self.norm_bound is not None:
+            norms = tf.norm(rows, axis=1, keepdims=True)
+            rows = rows * tf.minimum(1.0, tf.math.divide_no_nan(tf.cast(self.norm_bound, rows.dtype), norms))
+        return tf.where(own[:, None], rows, updates)
+
+    def test_metrics(self, predict, test_x, test_y, facts):
+        _, edge_test = self.edge_set(facts)
+        predicted = np.argmax(predict(edge_test), axis=1)
         return {"attack_success_rate": _rate(predicted == self.target)}
 
 
 @attrs.frozen
 class Neurotoxin(Backdoor):
     """Neurotoxin (Zhang et al. 2022, "Neurotoxin: Durable Backdoors in
-    Federated Learning", ICML): a `Backdoor` (same trigger parameters)
+    Federated Learning", ICML): a `Backdoor` (same parameters, trigger included)
     whose update is restricted to the coordinates benign clients change
     least, so that later benign rounds overwrite the backdoor less.
 
@@ -834,6 +921,7 @@ def fedarena_register_attacks(registry):
     registry.add("label_flip", LabelFlip)
     registry.add("backdoor", Backdoor)
     registry.add("neurotoxin", Neurotoxin)
+    registry.add("edge_case", EdgeCase)
     registry.add("sign_flip", SignFlip)
     registry.add("gaussian", Gaussian)
     registry.add("scaling", Scaling)

@@ -59,6 +59,19 @@ def write_scenario(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def edge_case_digits() -> Path:
+    """The edge-case set ``scenarios/attacks/edge_case.fls`` reads, made from
+    the digits dataset as that file says (it is not committed: git ignores
+    it); written whole or not at all, and only when missing."""
+    from fedarena.plugins.edge_cases import digits_edge_set, write_edge_set
+
+    path = REPO / "scenarios" / "attacks" / "edge_case_digits.npz"
+    if not path.is_file():
+        write_edge_set(path, digits_edge_set())
+    return path
+
+
+@pytest.fixture(scope="session")
 def tff_context():
     """One fedarena-owned TFF worker for the in-process tests of this session."""
     from fedarena.core.workers import tff_workers

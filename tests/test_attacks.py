@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from fedarena.core.interfaces import Facts, Layer, ServerContext
-from fedarena.plugins import attacks as A
+from fedarena.plugins import attacks as A, triggers as T
 
 D = 30
 FACTS = Facts(num_clients=50, clients_per_round=10, num_classes=4, input_shape=(8, 8, 1), num_attackers=10)
@@ -348,6 +348,8 @@ UPDATE_ATTACKS = {
     "min_max": A.MinMax(perturbation="std"), "min_sum": A.MinSum(perturbation="sign"),
     "min_max_partial": A.MinMax(knowledge="partial"),
     "backdoor_boost": A.Backdoor(target=0, boost=5.0), "neurotoxin": A.Neurotoxin(target=0, knowledge="omniscient"),
+    "edge_case_boost": A.EdgeCase(path="unread.npz", target=0, boost=3.0),
+    "edge_case_bound": A.EdgeCase(path="unread.npz", target=0, norm_bound=0.5),
 }
 
 
@@ -414,7 +416,7 @@ def images(n=50, shape=(8, 8, 1), seed=0):
 
 
 @pytest.mark.parametrize("ratio, count", [(0.3, 15), (1.0, 50), (0.01, 0)])
-def test_pixel_trigger_stamps_the_corner_patch_on_the_poison_ratio_share(ratio, count):
+def test_backdoor_stamps_its_default_pixel_trigger_on_the_poison_ratio_share(ratio, count):
     x, y = images()
     px, py = poisoned(A.Backdoor(target=2, poison_ratio=ratio), x, y)
     changed = (px != x).reshape(50, -1).any(axis=1)
@@ -426,63 +428,6 @@ def test_pixel_trigger_stamps_the_corner_patch_on_the_poison_ratio_share(ratio, 
     assert (py[changed] == 2).all()
     np.testing.assert_array_equal(py[~changed], y[~changed])
     np.testing.assert_array_equal(px[~changed], x[~changed])
-
-
-def test_pixel_trigger_corner_and_channels():
-    x, y = images(shape=(6, 5, 3))
-    px, _ = poisoned(A.Backdoor(target=1, poison_ratio=1.0, size=2, corner="top_left"), x, y)
-    assert (px[:, :2, :2, :] == 1.0).all()
-    np.testing.assert_array_equal(px[:, 2:], x[:, 2:])
-    np.testing.assert_array_equal(px[:, :, 2:], x[:, :, 2:])
-
-
-def test_flat_inputs_are_square_images_when_they_can_be_otherwise_a_strip():
-    x, y = images(shape=(8, 8, 1))
-    flat = x.reshape(50, 64)
-    attack = A.Backdoor(target=1, poison_ratio=1.0)
-    px, _ = poisoned(attack, flat, y)
-    image, _ = poisoned(attack, x, y)
-    np.testing.assert_array_equal(px, image.reshape(50, 64))
-    strip = x.reshape(50, 64)[:, :10]
-    ps, _ = poisoned(attack, strip, y)
-    assert (ps[:, 7:] == 1.0).all()  # the last `size` features
-    np.testing.assert_array_equal(ps[:, :7], strip[:, :7])
-    ps, _ = poisoned(A.Backdoor(target=1, poison_ratio=1.0, corner="top_left"), strip, y)
-    assert (ps[:, :3] == 1.0).all() and (ps[:, 3:] == strip[:, 3:]).all()
-
-
-def test_blend_trigger_mixes_a_fixed_pattern_with_weight_alpha():
-    x, y = images()
-    attack = A.Backdoor(target=0, trigger="blend", alpha=0.25, poison_ratio=1.0)
-    px, _ = poisoned(attack, x, y)
-    pattern = (px - 0.75 * x) / 0.25
-    np.testing.assert_allclose(pattern, np.broadcast_to(pattern[0], pattern.shape), atol=1e-5)  # same pattern
-    assert 0 <= pattern.min() and pattern.max() <= 1 and pattern.std() > 0.2
-    again, _ = poisoned(attack, x, y, seed=(5, 6), member=3)  # fixed across clients and rounds
-    np.testing.assert_allclose(again, px, atol=1e-6)
-    np.testing.assert_allclose(attack.stamp(x), px, atol=1e-6)
-
-
-def test_dba_parts_are_disjoint_union_to_the_full_trigger_and_follow_the_member():
-    attack = A.Backdoor(target=0, trigger="dba", size=4, parts=4, poison_ratio=1.0)
-    x, y = images()
-    masks = []
-    for member in range(6):
-        px, _ = poisoned(attack, x, y, member=member)
-        masks.append((px != x).any(axis=0)[..., 0])
-    parts = masks[:4]
-    assert all(m.sum() == 4 for m in parts)
-    total = np.sum(parts, axis=0)
-    assert total.max() == 1  # disjoint
-    full = np.zeros((8, 8), bool)
-    full[4:, 4:] = True
-    np.testing.assert_array_equal(total.astype(bool), full)  # union = the whole patch
-    np.testing.assert_array_equal(masks[4], masks[0])  # member % parts
-    np.testing.assert_array_equal(masks[5], masks[1])
-    stamped = attack.stamp(x)  # evaluation uses the full trigger
-    assert (stamped[:, 4:, 4:] == 1.0).all()
-    uneven = A.Backdoor(target=0, trigger="dba", size=3, parts=4).trigger_weights((8, 8, 1))
-    assert uneven.sum(axis=0).max() == 1 and uneven.sum() == 9 and all(p.sum() >= 2 for p in uneven)
 
 
 def test_attack_success_rate_counts_only_non_target_samples():
@@ -502,14 +447,26 @@ def test_attack_success_rate_counts_only_non_target_samples():
     assert attack.test_metrics(predict, x[y == 1], y[y == 1], FACTS)["attack_success_rate"] != 0.0
 
 
-def test_backdoor_checks_the_scenario():
+def test_backdoor_stamps_the_part_of_its_trigger_that_the_member_picks():
+    x, y = images()
+    attack = A.Backdoor(target=1, poison_ratio=1.0, trigger=T.DBA(size=4, parts=2))
+    for member in range(4):
+        px, py = poisoned(attack, x, y, member=member)
+        np.testing.assert_array_equal(px, attack.trigger.stamp(x, part=member))
+        assert (py == 1).all()
+
+
+def test_backdoor_checks_the_scenario_and_its_trigger():
     assert A.Backdoor(target=3).check(FACTS) == []
     assert "not a class" in A.Backdoor(target=4).check(FACTS)[0]
-    assert A.Backdoor(target=0, size=9).check(FACTS)
-    assert A.Backdoor(target=0, trigger="dba", size=2, parts=5).check(FACTS)
-    assert A.Backdoor(target=0, trigger="blend", size=9).check(FACTS) == []
+    assert A.Backdoor(target=0, trigger=T.Pixel(size=9)).check(FACTS) == [
+        "backdoor trigger: pixel patch size 9 does not fit inputs of 8 x 8 pixels"]
+    assert A.Backdoor(target=0, trigger=T.DBA(size=2, parts=5)).check(FACTS) == [
+        "backdoor trigger: dba cannot split a patch of 4 pixels into 5 parts"]
+    assert A.Neurotoxin(target=0, trigger=T.Pixel(size=9)).check(FACTS)[0].startswith("neurotoxin trigger: ")
+    assert A.Backdoor(target=0, trigger=T.Blend()).check(FACTS) == []
     strip = Facts(10, 5, 4, (10,))
-    assert A.Backdoor(target=0, size=3).check(strip) == [] and A.Backdoor(target=0, size=11).check(strip)
+    assert A.Backdoor(target=0).check(strip) == [] and A.Backdoor(target=0, trigger=T.Pixel(size=11)).check(strip)
 
 
 def test_backdoor_boost_scales_own_rows_only_when_asked():
@@ -541,8 +498,8 @@ def test_every_attack_is_registered():
     from fedarena.core.registry import default_registry
 
     names = set(default_registry().names("attack"))
-    assert {"label_flip", "backdoor", "neurotoxin", "sign_flip", "gaussian", "scaling", "alie", "ipm", "fang_krum",
-            "fang_trim", "min_max", "min_sum"} <= names
+    assert {"label_flip", "backdoor", "neurotoxin", "edge_case", "sign_flip", "gaussian", "scaling", "alie", "ipm",
+            "fang_krum", "fang_trim", "min_max", "min_sum"} <= names
 
 
 # ---------------------------------------------------------------- inside the TFF round

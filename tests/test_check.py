@@ -117,12 +117,47 @@ def with_line(index, replacement):
          '      attack label_flip(mode = "targeted", target = 1) {\n             ^'),
         (with_line(1, "  seed 1\n  seed 2"),
          "s.fls:3:3: 'seed' is given twice (first on line 2)\n      seed 2\n      ^"),
+        # Triggers are plugins: the old string form names its fix.
+        (with_line(12, '  attack backdoor(target = 0, trigger = "pixel") {'),
+         "s.fls:13:41: parameter 'trigger' of attack 'backdoor' must be a trigger, got string \"pixel\"; "
+         "write trigger = pixel(...), a plugin call without quotes\n"
+         '      attack backdoor(target = 0, trigger = "pixel") {\n                                            ^'),
+        (with_line(12, '  attack backdoor(target = 0, size = 2) {'),
+         "s.fls:13:31: attack 'backdoor' has no parameter 'size'; 'size' is a parameter of the trigger: "
+         "write trigger = pixel(size = 2)\n"
+         "      attack backdoor(target = 0, size = 2) {\n                                  ^"),
+        (with_line(12, '  attack backdoor(target = 0, trigger = blend, parts = 4) {'),
+         "s.fls:13:48: attack 'backdoor' has no parameter 'parts'; 'parts' is a parameter of the trigger: "
+         "write trigger = dba(parts = 4)\n"
+         "      attack backdoor(target = 0, trigger = blend, parts = 4) {\n"
+         "                                                   ^"),
+        (with_line(12, '  attack backdoor(target = 0, trigger = pixel(size = 9)) {'),
+         "s.fls:13:10: backdoor trigger: pixel patch size 9 does not fit inputs of 1 x 8 pixels\n"
+         "      attack backdoor(target = 0, trigger = pixel(size = 9)) {\n             ^"),
     ],
 )
 def test_check_errors_are_golden(text, golden):
     with pytest.raises(ScenarioError) as caught:
         checked(text)
     assert str(caught.value) == golden
+
+
+def test_the_old_string_trigger_is_refused_with_its_fix_and_exit_code_2(write_scenario, capsys):
+    from fedarena.core.cli import main
+
+    old = '  attack backdoor(target = 0, trigger = "dba", size = 2, parts = 2) {'
+    path = write_scenario(with_line(12, old))
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[::3] == [
+        f"{path}:13:41: parameter 'trigger' of attack 'backdoor' must be a trigger, got string \"dba\"; "
+        "write trigger = dba(...), a plugin call without quotes",
+        f"{path}:13:48: attack 'backdoor' has no parameter 'size'; 'size' is a parameter of the trigger: "
+        "write trigger = dba(size = 2)",
+        f"{path}:13:58: attack 'backdoor' has no parameter 'parts'; 'parts' is a parameter of the trigger: "
+        "write trigger = dba(parts = 2)",
+    ]
+    fixed = write_scenario(with_line(12, "  attack backdoor(target = 0, trigger = dba(size = 2, parts = 2)) {"))
+    assert main(["check", str(fixed)]) == 0
 
 
 def test_several_problems_are_reported_at_once_in_file_order():

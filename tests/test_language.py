@@ -260,6 +260,7 @@ def test_every_example_in_the_reference_parses(start, text):
 SCENARIOS = sorted((REPO / "scenarios").rglob("*.fls"))
 
 
+@pytest.mark.usefixtures("edge_case_digits")  # the data file attacks/edge_case.fls reads
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(REPO / "scenarios")))
 def test_every_scenario_file_checks(path):
     from fedarena.core.registry import default_registry

@@ -141,6 +141,10 @@ class OneOfEachKind:
         registry.add("toy_attack", ToyAttack)
 
     @hookimpl
+    def fedarena_register_triggers(registry):
+        registry.add("toy_trigger", ToyTrigger)
+
+    @hookimpl
     def fedarena_register_detectors(registry):
         registry.add("toy_detector", ToyDetector)
 
@@ -154,7 +158,7 @@ class OneOfEachKind:
 
 
 from fedarena.plugins import aggregators as _aggregators, datasets as _datasets, models as _models  # noqa: E402
-from fedarena.plugins import optimizers as _optimizers, metrics as _metrics  # noqa: E402
+from fedarena.plugins import optimizers as _optimizers, metrics as _metrics, triggers as _triggers  # noqa: E402
 from fedarena.core.interfaces import Detector, Split  # noqa: E402
 
 
@@ -196,6 +200,11 @@ class ToyAttack(Attack):
 
 
 @attrs.frozen
+class ToyTrigger(_triggers.Pixel):
+    """The pixel trigger under another name."""
+
+
+@attrs.frozen
 class ToyDetector(Detector):
     """Drops every row with a norm above 100; the score is the norm."""
 
@@ -219,8 +228,8 @@ class ToyMetric(_metrics.Accuracy):
 def test_a_plugin_can_register_every_kind_and_a_scenario_runs_on_them(fedarena_run, fedarena_registry):
     registry = fedarena_registry(OneOfEachKind)
     for kind, name in [("dataset", "toy_data"), ("split", "halves"), ("model", "toy_model"), ("optimizer", "toy_sgd"),
-                       ("attack", "toy_attack"), ("detector", "toy_detector"), ("aggregator", "toy_mean"),
-                       ("metric", "toy_metric")]:
+                       ("attack", "toy_attack"), ("trigger", "toy_trigger"), ("detector", "toy_detector"),
+                       ("aggregator", "toy_mean"), ("metric", "toy_metric")]:
         assert registry.get(kind, name).provider.distribution == "OneOfEachKind"
     text = (
         tiny_scenario(rounds=2, aggregator="toy_mean", attack="  attack toy_attack {\n    clients 2\n  }\n  detector toy_detector\n")

@@ -12,6 +12,10 @@
 - The mixed scenario (a backdoor group and an ALIE group) keeps the two
   groups apart in its results file.
 
+Data files a scenario reads beside it (the edge-case set of
+``attacks/edge_case.fls``) are made first, as the scenario says, and a run
+gets a copy in its folder.
+
 The runs share one TFF context (the session's ``tff_context``); each traces
 its own computations, a few seconds per scenario.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,8 @@ SCENARIOS = REPO / "scenarios"
 ALL_FILES = sorted(SCENARIOS.rglob("*.fls"))
 MIXED = "mixed_backdoor_alie.fls"
 ROUNDS = 2
+
+pytestmark = pytest.mark.usefixtures("edge_case_digits")
 
 
 def _relative(path: Path) -> str:
@@ -155,6 +162,9 @@ def run_scenario(tff_context, tmp_path_factory):
 
     def run(relative: str):
         if relative not in done:
+            # Relative paths in a scenario are read from its folder: the run's, here.
+            for data in (SCENARIOS / relative).parent.glob("*.npz"):
+                shutil.copy(data, directory / data.name)
             text = shrink((SCENARIOS / relative).read_text(encoding="utf-8"))
             done[relative] = run_text(text, directory, name=relative.replace("/", "__"))
         return done[relative]
@@ -252,6 +262,10 @@ def attack_label_flip(record, rows):
 
 def attack_backdoor(record, rows):
     metric(record, "backdoor_attack_success_rate")
+
+
+def attack_edge_case(record, rows):
+    metric(record, "edge_case_attack_success_rate")
 
 
 def attack_neurotoxin(record, rows):
@@ -514,6 +528,19 @@ def defense_auror(record, rows):
     assert (score >= 0).all()
     _drops_every_attacker(rows)
     assert rows.kept[~rows.malicious].all(), "Auror dropped a benign update"
+
+
+def defense_fldetector(record, rows):
+    score = _one_score_per_row(rows)
+    # Two rounds: the first curvature pair comes in round 3, so there is no
+    # prediction yet: every score is 0 and every client is kept.  The
+    # detector's state (in the checkpoint) has every client's update.
+    assert (score == 0).all() and rows.kept.all()
+    state = {name[len("checkpoint/state/detector_0/"):]: value for name, value in record.data.items()
+             if name.startswith("checkpoint/state/detector_0/")}
+    assert int(state["rounds"]) == ROUNDS and int(state["pairs"]) == 0
+    assert (state["previous_round"] == ROUNDS).all()  # every client takes part in every round
+    assert (np.abs(state["previous"]).sum(axis=1) > 0).all()
 
 
 DEFENSE_PROPERTIES = {name[len("defense_"):]: f for name, f in dict(globals()).items() if name.startswith("defense_")}
