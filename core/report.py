@@ -105,6 +105,27 @@ def load_point(path: str | Path, group: str) -> RunView:
         return _read_group(f[group], str(f[group].attrs.get("label", group)))
 
 
+def accuracy_drops(runs: list[RunView]) -> dict[int, float]:
+    """For each attacked run with a clean twin, the final test accuracy of
+    the twin minus its own: what the attack cost (issue #6's measure for
+    untargeted attacks).  A twin is a run without attackers that matches on
+    everything a sweep varied other than the attacks (``attack...`` axes),
+    and on the aggregator and detectors; twins over several seeds would be
+    averaged.  Keys are indices into ``runs``."""
+
+    def setting(run: RunView) -> tuple:
+        varied = tuple(sorted((k, v) for k, v in run.point.items() if not k.startswith("attack")))
+        defenses = tuple(_plugin_label(v) for k, v in sorted(run.plugins.items()) if k.startswith("detector_"))
+        return varied, run.aggregator_label, defenses
+
+    clean: dict[tuple, list[float]] = {}
+    for run in runs:
+        if run.attack_label == "no attack" and not math.isnan(run.final("test_accuracy")):
+            clean.setdefault(setting(run), []).append(run.final("test_accuracy"))
+    return {i: float(np.mean(clean[setting(run)])) - run.final("test_accuracy")
+            for i, run in enumerate(runs) if run.attack_label != "no attack" and setting(run) in clean}
+
+
 # --- fedarena show ---------------------------------------------------------
 
 def _fmt(value: float) -> str:
@@ -115,7 +136,8 @@ def show(path: str | Path) -> str:
     """A terminal summary of a run or a sweep."""
     runs = load_runs(path)
     lines = [f"{path}: {len(runs)} run{'s' if len(runs) != 1 else ''}"]
-    for run in runs:
+    drops = accuracy_drops(runs)
+    for index, run in enumerate(runs):
         done, planned = run.attrs.get("rounds_done", 0), run.attrs.get("rounds_planned", "?")
         lines.append(f"{run.label}: {run.status}, {done}/{planned} rounds")
         if "error" in run.attrs:
@@ -124,6 +146,8 @@ def show(path: str | Path) -> str:
         if finals:
             lines.append("  final: " + ", ".join(finals))
         lines.append(f"  aggregator: {run.aggregator_label}; attack: {run.attack_label}")
+        if index in drops:
+            lines.append(f"  accuracy drop against the same run without attackers: {_fmt(drops[index])}")
         detectors = [_plugin_label(v) for k, v in sorted(run.plugins.items()) if k.startswith("detector_")]
         if run.detection:
             tp, fp, fn = (int(run.detection.get(k, np.zeros(0)).sum())
@@ -252,11 +276,15 @@ def plot_heatmap(runs: list[RunView], metric: str, out: Path) -> Path | None:
 
 def summary_table(runs: list[RunView]) -> str:
     attack_metrics = sorted({m for r in runs for m in r.attack_metrics})
-    columns = ["run", "status", "rounds", "aggregator", "attack", *TEST_METRICS, *attack_metrics, *DETECTION_METRICS]
+    drops = accuracy_drops(runs)
+    columns = ["run", "status", "rounds", "aggregator", "attack", *TEST_METRICS, *(["accuracy_drop"] if drops else []),
+               *attack_metrics, *DETECTION_METRICS]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for run in runs:
+    for index, run in enumerate(runs):
         cells = [run.label, run.status, str(run.attrs.get("rounds_done", "")), run.aggregator_label, run.attack_label]
-        cells += [_fmt(run.final(m)) for m in (*TEST_METRICS, *attack_metrics, *DETECTION_METRICS)]
+        cells += [_fmt(run.final(m)) for m in TEST_METRICS]
+        cells += [_fmt(drops.get(index, float("nan")))] if drops else []
+        cells += [_fmt(run.final(m)) for m in (*attack_metrics, *DETECTION_METRICS)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

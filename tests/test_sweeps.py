@@ -64,6 +64,21 @@ def test_a_sweep_writes_one_file_and_its_report_matches_it(tmp_path, write_scena
             assert values[i, j] == by_point[(row, column)]
     image = matplotlib.image.imread(report / "heatmap_test_accuracy.png")
     assert image.shape[0] > 200 and image.shape[1] > 400
+    # What the attack cost: each attacked point against its clean twin (same aggregator).
+    accuracy = {(r.aggregator_label, r.attack_label): r.final("test_accuracy") for r in runs}
+    drops = {aggregator: accuracy[(aggregator, "no attack")] - accuracy[(aggregator, attack)]
+             for aggregator, attack in accuracy if attack != "no attack"}
+    assert sorted(drops) == ["fedavg", "median"]
+    summary = (report / "summary.md").read_text().splitlines()
+    header = [c.strip() for c in summary[2].split("|")]
+    assert header[6:9] == ["test_accuracy", "test_loss", "accuracy_drop"]
+    for line in summary[4:]:
+        cells = [c.strip() for c in line.split("|")]
+        expected = drops.get(cells[4]) if cells[5] != "no attack" else None
+        assert cells[8] == (f"{expected:.4f}" if expected is not None else "n/a"), line
+    shown = run_fedarena("show", out).stdout
+    assert shown.count("accuracy drop against the same run without attackers") == 2
+    assert f"without attackers: {drops['median']:.4f}" in shown
 
 
 def test_parallel_jobs_finish_the_others_when_one_point_fails(tmp_path, write_scenario):
