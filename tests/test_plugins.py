@@ -251,3 +251,16 @@ def test_every_hook_is_documented_and_tested(hook):
     assert hook in (REPO / "docs" / "plugins.md").read_text(), f"{hook} is missing from docs/plugins.md"
     implemented = any(re.search(rf"def {hook}\(", p.read_text()) for p in (REPO / "tests").glob("test_*.py"))
     assert implemented, f"no test implements {hook}"
+
+
+def test_plugins_lists_a_nested_default_as_a_scenario_writes_it(capsys):
+    import json
+
+    from fedarena.core.cli import main
+
+    assert main(["plugins", "attack"]) == 0
+    listing = capsys.readouterr().out
+    assert "trigger: trigger (default pixel)  the trigger stamped on poisoned samples" in listing
+    assert main(["plugins", "attack", "--json"]) == 0
+    backdoor = next(e for e in json.loads(capsys.readouterr().out) if e["name"] == "backdoor")
+    assert next(p for p in backdoor["parameters"] if p["name"] == "trigger")["default"] == "pixel"
