@@ -141,7 +141,7 @@ def _mean_closest_to_median(columns, beta):
     below = columns < upper[:, None]
     lower = tf.where(tf.reduce_sum(tf.cast(below, tf.int32), axis=1) < half, upper,
                      tf.reduce_max(tf.where(below, columns, -math.inf), axis=1))
-    median = tf.cond(count % 2 == 1, lambda: upper, lambda: 0.5 * (lower + upper))
+    median = tf.where(tf.equal(count % 2, 1), upper, 0.5 * (lower + upper))
     distance = tf.abs(columns - median[:, None])
     radius = tf.raw_ops.NthElement(input=distance, n=beta - 1)[:, None]
     inside = distance < radius
