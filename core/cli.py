@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`fedarena run --workers HOST:PORT,...` on other machines. It has no authentication.",
     )
     worker.add_argument("--host", default="127.0.0.1",
-                        help="address the runs will use to reach this worker (default: 127.0.0.1)")
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     worker.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
     worker.set_defaults(handler=cmd_worker)
     return parser
