@@ -306,6 +306,12 @@ class _PointServer:
         *lines, self._pending = self._pending.split(b"\n")
         return [line.decode() for line in lines]
 
+    def warnings(self) -> list[str]:
+        """The warnings the child has printed so far (e.g. that its worker
+        could not be isolated); its other output stays in its log."""
+        self.log.seek(0)
+        return [line.rstrip("\n") for line in self.log if line.startswith("fedarena: warning:")]
+
     def last_words(self) -> str:
         self.log.seek(0)
         lines = self.log.read().strip().splitlines()
@@ -343,6 +349,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
     selector = selectors.DefaultSelector()
     started = 0
     tries: dict[int, int] = {}  # children that died running each point
+    warned: set[str] = set()
 
     def give_next(server: _PointServer) -> None:
         index = waiting.pop(0)
@@ -369,7 +376,12 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
                 give_next(server)
             for key, _ in selector.select(timeout=0.2):
                 server = key.data
-                for line in server.replies():
+                replies = server.replies()
+                for warning in server.warnings():
+                    if warning not in warned:  # every child would say the same
+                        warned.add(warning)
+                        print(warning, file=sys.stderr, flush=True)
+                for line in replies:
                     index = server.index
                     if line == "":  # the child died; a new one takes over
                         selector.unregister(server.process.stdout)

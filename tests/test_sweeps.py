@@ -103,7 +103,9 @@ def test_parallel_jobs_finish_the_others_when_one_point_fails(tmp_path, write_sc
 
 FAKE_CHILD = """\
 import os, sys
-# A --jobs child that fails point 0 cleanly and dies on point 1.
+# A --jobs child that warns, fails point 0 cleanly and dies on point 1.
+print("fedarena: warning: the local TFF worker is reachable", file=sys.stderr, flush=True)
+print("some other chatter", file=sys.stderr, flush=True)
 for line in sys.stdin:
     index = int(line.split("\\t")[0])
     if index == 0:
@@ -114,7 +116,7 @@ for line in sys.stdin:
 """
 
 
-def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, write_scenario, monkeypatch):
+def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, write_scenario, monkeypatch, capsys):
     from fedarena.core import runner
     from fedarena.core.language import parse
     from fedarena.core.registry import default_registry
@@ -140,6 +142,8 @@ def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, w
     assert by_index[1].status == "failed" and by_index[1].message == "dying on point 1"
     # Two children at first; point 1 killed one, was given to a replacement, and killed it too.
     assert len(spawned) == 3
+    # The children's warnings reach the terminal, once; the rest stays in their logs.
+    assert capsys.readouterr().err == "fedarena: warning: the local TFF worker is reachable\n"
     with h5py.File(out) as f:
         assert [s.decode() for s in f["index/status"][()]] == ["failed", "failed"]
         assert f.attrs["status"] == "failed"
