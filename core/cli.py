@@ -149,13 +149,6 @@ def cmd_plugins(args) -> int:
     from fedarena.core.registry import default_registry
 
     registry = default_registry()
-
-    def scenario_text(value):
-        """A nested plugin as a scenario writes it: ``pixel(size = 3)``."""
-        from fedarena.core.results import plugin_label
-
-        return plugin_label(registry.name_of(value), value, registry.name_of) if isinstance(value, Plugin) else value
-
     if args.kind and args.kind not in KINDS:
         raise UsageError(f"unknown plugin kind '{args.kind}'; kinds: {', '.join(KINDS)}")
     entries = registry.entries(args.kind)
@@ -164,7 +157,8 @@ def cmd_plugins(args) -> int:
             {
                 "kind": e.kind, "name": e.name, "doc": e.doc,
                 "distribution": e.provider.distribution, "version": e.provider.version,
-                "parameters": [dict(p.as_dict(), default=scenario_text(p.as_dict()["default"])) for p in e.params()],
+                "parameters": [dict(p.as_dict(), default=registry.label(p.default)) if isinstance(p.default, Plugin)
+                               else p.as_dict() for p in e.params()],
             }
             for e in entries
         ], indent=2, default=repr))
@@ -174,7 +168,7 @@ def cmd_plugins(args) -> int:
             doc = e.doc if len(e.doc) <= 120 else e.doc[:117].rstrip() + "..."
             print(f"{e.kind:<11}{e.name:<{width}}{e.provider.distribution} {e.provider.version}  {doc}")
             for p in e.params():
-                shown = scenario_text(p.default) if isinstance(p.default, Plugin) else repr(p.default)
+                shown = registry.label(p.default) if isinstance(p.default, Plugin) else repr(p.default)
                 default = "required" if p.required else f"default {shown}"
                 bounds = f", {p.range_text()}" if p.range_text() else ""
                 print(f"{'':{11 + width}}{p.name}: {p.type_name()} ({default}{bounds})  {p.doc}")

@@ -71,9 +71,7 @@ def _default(info, registry) -> str:
         return "required"
     value = info.default
     if isinstance(value, Plugin):  # a nested plugin, as a scenario writes it
-        from fedarena.core.results import plugin_label
-
-        return _code(plugin_label(registry.name_of(value), value, registry.name_of))
+        return _code(registry.label(value))
     if isinstance(value, tuple):  # lists are declared as tuples
         value = list(value)
     if isinstance(value, bool):

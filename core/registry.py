@@ -132,6 +132,13 @@ class Registry:
         entry = self._entry_of(plugin)
         return entry.name if entry else type(plugin).__name__
 
+    def label(self, plugin: Plugin) -> str:
+        """The plugin as a scenario writes it, nested plugins included:
+        ``backdoor(trigger = pixel(size = 4))``."""
+        from fedarena.core.results import plugin_label
+
+        return plugin_label(self.name_of(plugin), plugin, self.name_of)
+
     def provider_of(self, plugin: Plugin) -> Provider:
         entry = self._entry_of(plugin)
         return entry.provider if entry else Provider("unknown", "")

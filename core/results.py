@@ -156,7 +156,7 @@ class ResultsWriter:
                 group = plugins.create_group(role.replace(":", "_"))
                 group.attrs["role"] = role
                 group.attrs["name"] = registry.name_of(plugin)
-                group.attrs["label"] = plugin_label(registry.name_of(plugin), plugin, registry.name_of)
+                group.attrs["label"] = registry.label(plugin)
                 group.attrs["class"] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
                 group.attrs["parameters"] = repr(plugin)
                 group.attrs["distribution"] = provider.distribution
