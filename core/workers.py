@@ -76,10 +76,6 @@ def _die_with_parent() -> None:
 ISOLATION_VARIABLE = "FEDARENA_WORKER_ISOLATION"
 _ISOLATION_MODES = ("auto", "required", "off")
 _STATUS_TIMEOUT_S = 30.0
-# How the worker of one run is reached: a Unix socket in a folder only this
-# user may enter ("unix"), or a TCP port of 127.0.0.1 ("tcp"), which every
-# local user can reach.
-_PRIVATE_TRANSPORT = "unix"
 
 
 def isolation_mode() -> str:
@@ -198,7 +194,10 @@ class LocalWorker:
         return self
 
     def _start_isolated(self) -> "LocalWorker":
-        if self.private and _PRIVATE_TRANSPORT == "unix":
+        # A run's own worker is reached through a Unix socket in a folder only
+        # this user may enter (127.0.0.1 would let every local user in);
+        # TCP on 127.0.0.1 only if the socket's path would be too long.
+        if self.private:
             self._folder = tempfile.mkdtemp(prefix="fedarena-worker-")  # mode 0700
             path = os.path.join(self._folder, "worker.sock")
             if len(os.fsencode(path)) < 100:  # sun_path holds 108 bytes
