@@ -282,6 +282,7 @@ class _PointServer:
         self.index: int | None = None  # the point it is running
         self.part = None
         self._pending = b""
+        self._read = 0  # where the log's unscanned part starts (a tell() position)
 
     @staticmethod
     def command(scenario_path: str, workers) -> list[str]:
@@ -307,10 +308,15 @@ class _PointServer:
         return [line.decode() for line in lines]
 
     def warnings(self) -> list[str]:
-        """The warnings the child has printed so far (e.g. that its worker
-        could not be isolated); its other output stays in its log."""
-        self.log.seek(0)
-        return [line.rstrip("\n") for line in self.log if line.startswith("fedarena: warning:")]
+        """The warnings the child has printed since the last call (e.g. that
+        its worker could not be isolated); its other output stays in its log."""
+        found = []
+        self.log.seek(self._read)
+        while (line := self.log.readline()).endswith("\n"):  # a half-written line waits
+            self._read = self.log.tell()
+            if line.startswith("fedarena: warning:"):
+                found.append(line.rstrip("\n"))
+        return found
 
     def last_words(self) -> str:
         self.log.seek(0)
