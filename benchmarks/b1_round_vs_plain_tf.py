@@ -23,8 +23,8 @@ TARGET = 1.25
 
 
 def main(quick: bool = False) -> list[dict]:
-    from fedarena.core.engine import Run
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.execution.backends.worker import tff_workers
 
     repeats = 4 if quick else 12
     with tff_workers():

@@ -17,8 +17,8 @@ TARGET = 0.8
 
 
 def main(quick: bool = False) -> list[dict]:
-    from fedarena.core.engine import Run
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.execution.backends.worker import tff_workers
 
     repeats = 4 if quick else 10
     with tff_workers():

@@ -42,8 +42,8 @@ def child() -> None:
     import tensorflow  # noqa: F401
     import tensorflow_federated  # noqa: F401
 
-    from fedarena.core.engine import Run
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.execution.backends.worker import tff_workers
 
     imported = time.time()
     idle_rss = common.peak_rss_mib()

@@ -18,8 +18,8 @@ FEATURES, SAMPLES, PER_ROUND = 64, 32, 10
 def main(quick: bool = False) -> list[dict]:
     import time
 
-    from fedarena.core.engine import Run
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.execution.backends.worker import tff_workers
 
     repeats, warmup = (6, 2) if quick else (16, 2)
     built = {}

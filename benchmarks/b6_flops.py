@@ -114,8 +114,8 @@ def main(quick: bool = False) -> list[dict]:
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedarena.core.engine import Run
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.execution.backends.worker import tff_workers
 
     repeats = 4 if quick else 8
     with tff_workers():

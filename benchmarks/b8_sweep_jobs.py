@@ -48,7 +48,7 @@ sweep {{
 
 def fedarena(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "fedarena.core.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fedarena.core.cli.main", *args], env=env, capture_output=True, text=True,
                           **kwargs)
 
 

@@ -62,9 +62,9 @@ scenario "benchmark" {{
 
 
 def make_scenario(text: str):
-    from fedarena.core.check import check
-    from fedarena.core.language import parse
-    from fedarena.core.registry import default_registry
+    from fedarena.core.scenario.sweep import check
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
 
     return check(parse(text, "benchmark.fls"), default_registry())
 

@@ -28,7 +28,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "mnist_cnn.h5"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fedarena.core.cli", "run", "scenarios/mnist_cnn.fls", "-o", str(out),
+        subprocess.run([sys.executable, "-m", "fedarena.core.cli.main", "run", "scenarios/mnist_cnn.fls", "-o", str(out),
                         "--progress", "none"], cwd=REPO, check=True)
         seconds = time.perf_counter() - started
         with h5py.File(out) as f:

@@ -4,7 +4,7 @@ the repository; each candidate runs beside the current code in the same
 process (or fresh processes, for memory), on the same inputs.
 
 D1  The client computation's batch loop as a ``tf.while_loop`` instead of
-    ``tf.data.Dataset...reduce``: a copy of ``core/engine.py`` with only that
+    ``tf.data.Dataset...reduce``: a copy of ``core/execution/engine/run.py`` with only that
     block replaced (skipped if the engine no longer has it), run on B1's
     workload and on B3's beside the current engine and the plain-TF loop.
 D2  Gathering client updates at the server: the engine's concatenating
@@ -77,8 +77,8 @@ def d1_one(quick: bool, label: str, text: str, workload: str) -> list[dict]:
 
     import numpy as np
 
-    from fedarena.core import engine
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.engine import run as engine
+    from fedarena.core.execution.backends.worker import tff_workers
 
     source = with_while_loop(Path(engine.__file__).read_text())
     if source is None:
@@ -130,7 +130,7 @@ def d2_child(variant: str, clients: int, dim: int) -> None:
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.backends.worker import tff_workers
 
     data_type = tff.StructType([("seed", tff.TensorType(np.int64, [2])), ("slot", tff.TensorType(np.int32))])
     directory = tempfile.mkdtemp(prefix="fedarena-whatif-")

@@ -48,7 +48,7 @@ def read_record(path) -> RunRecord:
 
 
 def make_registry(*plugins):
-    from fedarena.core.registry import build_registry
+    from fedarena.core.plugin.registry import build_registry
 
     named = tuple((getattr(p, "__name__", type(p).__name__), p) for p in plugins)
     return build_registry(extra_plugins=named)
@@ -70,7 +70,7 @@ def make_server_context(
 ):
     import tensorflow as tf
 
-    from fedarena.core.interfaces import Facts, Layer, ServerContext
+    from fedarena.core.plugin.interfaces import Facts, Layer, ServerContext
 
     k, d = np.shape(updates)
     facts = Facts(
@@ -90,9 +90,9 @@ def make_server_context(
 
 def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls") -> RunRecord:
     """Run scenario text (its output redirected into ``directory``)."""
-    from fedarena.core.check import check
-    from fedarena.core.language import parse
-    from fedarena.core.runner import Progress, run_scenario
+    from fedarena.core.scenario.sweep import check
+    from fedarena.core.language.parser import parse
+    from fedarena.core.execution.runner import Progress, run_scenario
 
     registry = make_registry(*plugins)
     path = Path(directory) / name

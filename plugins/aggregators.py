@@ -46,9 +46,9 @@ import math
 
 import attrs
 
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Aggregator, Facts, ServerContext
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Aggregator, Facts, ServerContext
+from fedarena.core.plugin.params import param
 
 # Salts folded into the round seed, so that two plugins (or a wrapper and
 # the rule it wraps) never draw the same random numbers.

@@ -36,9 +36,9 @@ import attrs
 import numpy as np
 
 from fedarena.core.errors import RunError
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Attack, Trigger
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Attack, Trigger
+from fedarena.core.plugin.params import param
 from fedarena.plugins.triggers import Pixel
 
 KNOWLEDGE = ("omniscient", "partial")

@@ -28,9 +28,9 @@ import attrs
 import numpy as np
 
 from fedarena.core.errors import RunError
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Dataset, DatasetArrays, DatasetInfo
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Dataset, DatasetArrays, DatasetInfo
+from fedarena.core.plugin.params import param
 
 
 def _holdout(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, info: DatasetInfo) -> DatasetArrays:

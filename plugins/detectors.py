@@ -26,9 +26,9 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Detector
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Detector
+from fedarena.core.plugin.params import param
 
 LAYERS_DOC = "names (substrings) of the layers whose parameters the detector looks at; empty: all"
 

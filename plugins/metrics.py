@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Metric
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Metric
 
 
 @attrs.frozen

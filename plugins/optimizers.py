@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Optimizer
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Optimizer
+from fedarena.core.plugin.params import param
 
 
 @attrs.frozen

@@ -19,9 +19,9 @@ import attrs
 import numpy as np
 
 from fedarena.core.errors import RunError
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Facts, Split
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Facts, Split
+from fedarena.core.plugin.params import param
 
 
 def fill_empty(parts: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

@@ -2,7 +2,7 @@
 parameter, ``backdoor(target = 0, trigger = pixel(size = 3))``.
 
 Each trigger states per-part weights ``w`` and a pattern; `Trigger` (in
-``fedarena.core.interfaces``) stamps ``x' = x * (1 - w) + w * pattern``.
+``fedarena.core.plugin.interfaces``) stamps ``x' = x * (1 - w) + w * pattern``.
 Inputs of rank 1 to 3 are seen as images as `image_view` describes.
 """
 
@@ -13,9 +13,9 @@ import math
 import attrs
 import numpy as np
 
-from fedarena.core.hookspecs import hookimpl
-from fedarena.core.interfaces import Trigger
-from fedarena.core.params import param
+from fedarena.core.plugin.hookspecs import hookimpl
+from fedarena.core.plugin.interfaces import Trigger
+from fedarena.core.plugin.params import param
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 

@@ -74,14 +74,14 @@ def edge_case_digits() -> Path:
 @pytest.fixture(scope="session")
 def tff_context():
     """One fedarena-owned TFF worker for the in-process tests of this session."""
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.backends.worker import tff_workers
 
     with tff_workers() as pool:
         yield pool
 
 
 def fedarena_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fedarena.core.cli", *map(str, args)]
+    return [sys.executable, "-m", "fedarena.core.cli.main", *map(str, args)]
 
 
 def run_fedarena(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedarena.core.check import check
+from fedarena.core.scenario.sweep import check
 from fedarena.core.errors import ScenarioError
-from fedarena.core.interfaces import Facts, Layer, ServerContext
-from fedarena.core.language import parse
-from fedarena.core.registry import default_registry
+from fedarena.core.plugin.interfaces import Facts, Layer, ServerContext
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins.aggregators import (
     AFA, Bucketing, Bulyan, CenteredClipping, DnC, FedAvg, GeometricMedian, Krum, Median, MultiKrum,
     NormClipping, SignGuard, TrimmedMean,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedarena.core.interfaces import Facts, Layer, ServerContext
+from fedarena.core.plugin.interfaces import Facts, Layer, ServerContext
 from fedarena.plugins import attacks as A, triggers as T
 
 D = 30
@@ -495,7 +495,7 @@ def test_label_flip_metrics_source_recall_and_flip_rate():
 
 
 def test_every_attack_is_registered():
-    from fedarena.core.registry import default_registry
+    from fedarena.core.plugin.registry import default_registry
 
     names = set(default_registry().names("attack"))
     assert {"label_flip", "backdoor", "neurotoxin", "edge_case", "sign_flip", "gaussian", "scaling", "alie", "ipm",
@@ -507,10 +507,10 @@ def test_every_attack_is_registered():
 
 def test_update_attacks_act_in_the_tff_server_stage_on_malicious_rows_only(tff_context):
     from conftest import tiny_scenario
-    from fedarena.core.check import check
-    from fedarena.core.engine import Run
-    from fedarena.core.language import parse
-    from fedarena.core.registry import default_registry
+    from fedarena.core.scenario.sweep import check
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
 
     def first_round(attack):
         text = tiny_scenario(rounds=1, attack=f"  attack {attack} {{\n    clients 2\n  }}\n")

@@ -4,10 +4,10 @@ golden messages."""
 import attrs
 import pytest
 
-from fedarena.core.check import check
+from fedarena.core.scenario.sweep import check
 from fedarena.core.errors import ScenarioError
-from fedarena.core.language import parse
-from fedarena.core.registry import build_registry, default_registry
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import build_registry, default_registry
 from fedarena.plugins import aggregators, attacks, datasets, models, optimizers, splits
 
 from conftest import REPO, tiny_scenario
@@ -34,7 +34,7 @@ def test_quickstart_resolves_every_builtin_through_the_registry():
 
 def test_builtins_register_through_the_same_hooks_as_third_parties():
     from fedarena import hookimpl
-    from fedarena.core.interfaces import Aggregator
+    from fedarena.core.plugin.interfaces import Aggregator
 
     @attrs.frozen
     class Mine(Aggregator):
@@ -54,7 +54,7 @@ def test_builtins_register_through_the_same_hooks_as_third_parties():
 
 def test_two_plugins_claiming_one_name_is_an_error_naming_both():
     from fedarena import hookimpl
-    from fedarena.core.registry import PluginConflict
+    from fedarena.core.plugin.registry import PluginConflict
 
     class Clash:
         @hookimpl
@@ -143,7 +143,7 @@ def test_check_errors_are_golden(text, golden):
 
 
 def test_the_old_string_trigger_is_refused_with_its_fix_and_exit_code_2(write_scenario, capsys):
-    from fedarena.core.cli import main
+    from fedarena.core.cli.main import main
 
     old = '  attack backdoor(target = 0, trigger = "dba", size = 2, parts = 2) {'
     path = write_scenario(with_line(12, old))

@@ -11,8 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from fedarena.core import cli, registry as registry_module
-from fedarena.core.interfaces import Aggregator
+from fedarena.core.cli import main as cli
+
+from fedarena.core.plugin import registry as registry_module
+from fedarena.core.plugin.interfaces import Aggregator
 
 from conftest import REPO, alive, orphan_workers, fedarena_command, run_fedarena, tiny_scenario, worker_children
 

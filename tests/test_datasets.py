@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedarena.core.check import check
+from fedarena.core.scenario.sweep import check
 from fedarena.core.errors import RunError
-from fedarena.core.interfaces import DatasetInfo, Facts
-from fedarena.core.language import parse
-from fedarena.core.registry import default_registry
+from fedarena.core.plugin.interfaces import DatasetInfo, Facts
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins.datasets import (
     Cifar10, Emnist, FashionMnist, FederatedArrays, Mnist, WriterLabels, read_idx, writers_of,
 )

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from sklearn.cluster import HDBSCAN
 
-from fedarena.core.interfaces import Facts, Layer, ServerContext
+from fedarena.core.plugin.interfaces import Facts, Layer, ServerContext
 from fedarena.plugins import detectors as D
 
 FACTS = Facts(num_clients=20, clients_per_round=12, num_classes=3, input_shape=(4,))

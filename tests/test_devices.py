@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedarena.core import runner
+from fedarena.core.execution import runner
 
 
 def test_the_shipped_tff_worker_is_built_without_cuda():

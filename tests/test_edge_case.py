@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedarena.core.check import check
+from fedarena.core.scenario.sweep import check
 from fedarena.core.errors import RunError, ScenarioError
-from fedarena.core.interfaces import Facts
-from fedarena.core.language import parse
-from fedarena.core.registry import default_registry
+from fedarena.core.plugin.interfaces import Facts
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins import attacks as A
 from fedarena.plugins.edge_cases import digits_edge_set, main as edge_cases_main, write_edge_set
 
@@ -114,7 +114,7 @@ def test_edge_case_traces_once_for_clients_of_any_size(hand_file):
 
 
 def test_honest_clients_are_untouched_in_the_tff_round(tff_context, digits_edge_file):
-    from fedarena.core.engine import Run
+    from fedarena.core.execution.engine.run import Run
 
     def first_round(ratio):
         text = DIGITS.format(attack=f'edge_case(path = "{digits_edge_file}", target = 1, poison_ratio = {ratio})')
@@ -288,7 +288,7 @@ def test_a_target_outside_the_classes_is_reported_with_the_file(tmp_path):
 
 
 def test_the_cli_reports_a_bad_edge_case_file_with_exit_code_2(tmp_path, capsys):
-    from fedarena.core.cli import main
+    from fedarena.core.cli.main import main
 
     scenario = tmp_path / "s.fls"
     scenario.write_text(TEXT.format(path="missing.npz"))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedarena.core.check import check
-from fedarena.core.engine import Run, sample_clients
-from fedarena.core.interfaces import Facts
-from fedarena.core.language import parse
-from fedarena.core.registry import default_registry
+from fedarena.core.scenario.sweep import check
+from fedarena.core.execution.engine.run import Run, sample_clients
+from fedarena.core.plugin.interfaces import Facts
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins.aggregators import FedAvg, Median
 from fedarena.plugins.attacks import LabelFlip
 
@@ -113,7 +113,7 @@ def test_fedavg_weights_by_examples():
 def test_client_data_is_stored_once_and_read_by_client_id_inside_the_computation():
     import tensorflow_federated as tff
 
-    from fedarena.core.engine import ClientStore
+    from fedarena.core.execution.engine.run import ClientStore
 
     x = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
     y = np.arange(6, dtype=np.int32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedarena.core.interfaces import Facts, Layer, ServerContext
+from fedarena.core.plugin.interfaces import Facts, Layer, ServerContext
 from fedarena.plugins import detectors as D
 
 from conftest import tiny_scenario
@@ -408,11 +408,11 @@ def test_check_and_parameters():
 def test_the_state_survives_a_checkpoint_round_trip(tff_context, tmp_path):
     import h5py
 
-    from fedarena.core.check import check
-    from fedarena.core.engine import Run
-    from fedarena.core.language import parse
-    from fedarena.core.registry import default_registry
-    from fedarena.core.results import ResultsWriter
+    from fedarena.core.scenario.sweep import check
+    from fedarena.core.execution.engine.run import Run
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.results.writer import ResultsWriter
 
     text = (tiny_scenario(rounds=6).replace("clients_per_round 4", "clients_per_round 6")
             .replace("  aggregator fedavg", "  detector fldetector(window = 2)\n  aggregator fedavg"))

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedarena.core.cli import main
+from fedarena.core.cli.main import main
 from fedarena.core.errors import ScenarioError
-from fedarena.core.fmt import format_text, render_value
-from fedarena.core.language import parse
+from fedarena.core.language.fmt import format_text, render_value
+from fedarena.core.language.parser import parse
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def test_values_render_as_the_language_reads_them(value, text):
 
 
 def test_percentages_render_without_exponents():
-    from fedarena.core.spec import Percent
+    from fedarena.core.language.spec import Percent
 
     assert render_value(Percent(20.0)) == "20%"
     assert render_value(Percent(1e-05)) == "0.00001%"
@@ -330,7 +330,7 @@ def test_formatting_keeps_the_meaning_and_is_idempotent(text):
 @PROPERTY
 @given(layouts())
 def test_comments_survive_formatting(text):
-    from fedarena.core.language import parse_with_comments
+    from fedarena.core.language.parser import parse_with_comments
 
     before = [c.rstrip() for c in parse_with_comments(text)[2]]
     after = [c.rstrip() for c in parse_with_comments(format_text(text))[2]]

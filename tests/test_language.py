@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fedarena.core import spec
+from fedarena.core.language import spec
 from fedarena.core.errors import ScenarioError
-from fedarena.core.language import parse
+from fedarena.core.language.parser import parse
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,7 +223,7 @@ def test_a_sweep_parses_into_axes_with_paths_and_values():
 
 
 def test_comments_are_collected_by_the_lexer():
-    from fedarena.core.language import parse_with_comments
+    from fedarena.core.language.parser import parse_with_comments
 
     _, _, comments = parse_with_comments('# a\nscenario "x # not a comment" {\n  seed 1  # b\n}\n# c')
     assert [(c.line, str(c)) for c in comments] == [(1, "# a"), (3, "# b"), (5, "# c")]
@@ -263,15 +263,15 @@ SCENARIOS = sorted((REPO / "scenarios").rglob("*.fls"))
 @pytest.mark.usefixtures("edge_case_digits")  # the data file attacks/edge_case.fls reads
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(REPO / "scenarios")))
 def test_every_scenario_file_checks(path):
-    from fedarena.core.registry import default_registry
-    from fedarena.core.sweep import check_points
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check_points
 
     runs = check_points(parse(path.read_text(), str(path)), default_registry())
     assert runs
 
 
 def test_reading_stops_after_fifty_syntax_errors():
-    from fedarena.core.language import MAX_ERRORS
+    from fedarena.core.language.parser import MAX_ERRORS
 
     with pytest.raises(ScenarioError) as caught:
         parse('scenario "x" {\n' + "  seed x\n" * 10_000 + "}\n", "many.fls")

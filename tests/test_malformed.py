@@ -23,14 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedarena import hookimpl
-from fedarena.core.cli import read_scenario
+from fedarena.core.cli.main import read_scenario
 from fedarena.core.errors import ScenarioError, UsageError
-from fedarena.core.fmt import format_text
-from fedarena.core.interfaces import Aggregator, Attack, Detector
-from fedarena.core.language import parse
-from fedarena.core.params import param
-from fedarena.core.registry import build_registry
-from fedarena.core.sweep import check_points
+from fedarena.core.language.fmt import format_text
+from fedarena.core.plugin.interfaces import Aggregator, Attack, Detector
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.params import param
+from fedarena.core.plugin.registry import build_registry
+from fedarena.core.scenario.sweep import check_points
 
 HERE = Path(__file__).resolve().parent
 CASES = sorted((HERE / "malformed").glob("*.fls"))
@@ -130,7 +130,7 @@ def test_malformed_scenario_reports_its_golden_message(case, registry):
 
 
 def test_the_cli_prints_the_golden_report_and_exits_2(capsys):
-    from fedarena.core.cli import main
+    from fedarena.core.cli.main import main
 
     case = HERE / "malformed" / "syntax_several_errors.fls"
     assert main(["check", str(case)]) == 2

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedarena.core.check import check
+from fedarena.core.scenario.sweep import check
 from fedarena.core.errors import ScenarioError
-from fedarena.core.interfaces import Facts
-from fedarena.core.language import parse
-from fedarena.core.registry import default_registry
+from fedarena.core.plugin.interfaces import Facts
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins.models import CNN, MLP, LeNet5, Logistic, ResNet
 
 MODELS = [MLP(hidden=(16,)), Logistic(), CNN(), LeNet5(), LeNet5(activation="tanh", pooling="average"),

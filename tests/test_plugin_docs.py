@@ -1,5 +1,5 @@
 """docs/plugin-reference.md is generated from the plugins' declarations
-(`fedarena.core.plugin_docs`); the committed file must be the generator's
+(`fedarena.core.plugin.docs`); the committed file must be the generator's
 output, so the reference never drifts from the code."""
 
 import re
@@ -8,10 +8,10 @@ import attrs
 import pytest
 
 from fedarena import hookimpl
-from fedarena.core import plugin_docs
-from fedarena.core.interfaces import Aggregator
-from fedarena.core.params import param
-from fedarena.core.registry import build_registry
+from fedarena.core.plugin import docs as plugin_docs
+from fedarena.core.plugin.interfaces import Aggregator
+from fedarena.core.plugin.params import param
+from fedarena.core.plugin.registry import build_registry
 
 COMMITTED = plugin_docs.repository_root() / plugin_docs.DOC_PATH
 

@@ -9,10 +9,11 @@ import attrs
 import pytest
 
 from fedarena import hookimpl
-from fedarena.core import hookspecs, registry as registry_module
-from fedarena.core.interfaces import KINDS, Attack
-from fedarena.core.params import declared_params, param
-from fedarena.core.registry import REGISTER_HOOKS, build_registry
+from fedarena.core.plugin import hookspecs
+from fedarena.core.plugin import registry as registry_module
+from fedarena.core.plugin.interfaces import KINDS, Attack
+from fedarena.core.plugin.params import declared_params, param
+from fedarena.core.plugin.registry import REGISTER_HOOKS, build_registry
 
 from conftest import REPO, tiny_scenario
 
@@ -159,7 +160,7 @@ class OneOfEachKind:
 
 from fedarena.plugins import aggregators as _aggregators, datasets as _datasets, models as _models  # noqa: E402
 from fedarena.plugins import optimizers as _optimizers, metrics as _metrics, triggers as _triggers  # noqa: E402
-from fedarena.core.interfaces import Detector, Split  # noqa: E402
+from fedarena.core.plugin.interfaces import Detector, Split  # noqa: E402
 
 
 @attrs.frozen
@@ -256,7 +257,7 @@ def test_every_hook_is_documented_and_tested(hook):
 def test_plugins_lists_a_nested_default_as_a_scenario_writes_it(capsys):
     import json
 
-    from fedarena.core.cli import main
+    from fedarena.core.cli.main import main
 
     assert main(["plugins", "attack"]) == 0
     listing = capsys.readouterr().out

@@ -6,8 +6,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fedarena.core import cli
-from fedarena.core.report import heatmap_table, load_runs, show
+from fedarena.core.cli import main as cli
+from fedarena.core.results.report import heatmap_table, load_runs, show
 
 from conftest import tiny_scenario
 
@@ -15,7 +15,7 @@ from conftest import tiny_scenario
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     from fedarena.core.testing import run_text
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.backends.worker import tff_workers
 
     folder = tmp_path_factory.mktemp("runs")
     with tff_workers():

@@ -44,7 +44,7 @@ def _relative(path: Path) -> str:
 
 
 def _builtin_names(kind: str) -> list[str]:
-    from fedarena.core.registry import default_registry
+    from fedarena.core.plugin.registry import default_registry
 
     return [e.name for e in default_registry().entries(kind) if e.cls.__module__.startswith("fedarena.plugins.")]
 
@@ -56,9 +56,9 @@ DETECTORS = _builtin_names("detector")
 
 def checked(path: Path):
     """The scenario of a file, parsed and checked (a sweep: its first point)."""
-    from fedarena.core.language import parse
-    from fedarena.core.registry import default_registry
-    from fedarena.core.sweep import check_points
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check_points
 
     spec = parse(path.read_text(encoding="utf-8"), str(path))
     runs = check_points(spec, default_registry())
@@ -110,7 +110,7 @@ def test_each_attack_has_a_scenario_that_uses_it(name):
 
 @pytest.mark.parametrize("name", AGGREGATORS + DETECTORS)
 def test_each_defense_has_a_scenario_that_uses_it(name):
-    from fedarena.core.registry import default_registry
+    from fedarena.core.plugin.registry import default_registry
 
     path = SCENARIOS / "defenses" / f"{name}.fls"
     assert path.is_file(), f"no scenario for the defense '{name}'"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fedarena.core.errors import RunError
-from fedarena.core.interfaces import Facts
+from fedarena.core.plugin.interfaces import Facts
 from fedarena.plugins.datasets import WriterLabels
 from fedarena.plugins.splits import (
     IID, Dirichlet, Fang, Natural, QuantitySkew, Shards, apportion, cut, fill_empty,

@@ -5,15 +5,15 @@ import attrs
 import pytest
 
 from fedarena import hookimpl
-from fedarena.core import spec
-from fedarena.core.check import check
-from fedarena.core.cli import main
+from fedarena.core.language import spec
+from fedarena.core.scenario.sweep import check
+from fedarena.core.cli.main import main
 from fedarena.core.errors import ScenarioError
-from fedarena.core.interfaces import Aggregator
-from fedarena.core.language import parse
-from fedarena.core.params import param
-from fedarena.core.registry import build_registry, default_registry
-from fedarena.core.sweep import MAX_RUNS, check_points, expand, runs_of
+from fedarena.core.plugin.interfaces import Aggregator
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.params import param
+from fedarena.core.plugin.registry import build_registry, default_registry
+from fedarena.core.scenario.sweep import MAX_RUNS, check_points, expand, runs_of
 
 BASE = """\
 scenario "base" {

@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 
 from conftest import orphan_workers, run_fedarena
-from fedarena.core.report import heatmap_table, load_runs
+from fedarena.core.results.report import heatmap_table, load_runs
 
 SWEEP = """\
 scenario "tiny sweep" {{
@@ -117,10 +117,10 @@ for line in sys.stdin:
 
 
 def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, write_scenario, monkeypatch, capsys):
-    from fedarena.core import runner
-    from fedarena.core.language import parse
-    from fedarena.core.registry import default_registry
-    from fedarena.core.sweep import check_points
+    from fedarena.core.execution import runner
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check_points
 
     out = tmp_path / "sweep.h5"
     path = write_scenario(SWEEP.format(dataset=SYNTHETIC, output=out, axes="  seed in [1, 2]"))

@@ -8,14 +8,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedarena.core.interfaces import Facts
-from fedarena.core.tff_factory import as_tff_factory
+from fedarena.core.plugin.interfaces import Facts
+from fedarena.core.execution.tff_factory import as_tff_factory
 from fedarena.plugins.aggregators import AFA, CenteredClipping, FedAvg, Krum, Median, TrimmedMean
 
 
 @pytest.fixture(scope="module")
 def tff_context():
-    from fedarena.core.workers import tff_workers
+    from fedarena.core.execution.backends.worker import tff_workers
 
     with tff_workers() as addresses:
         yield addresses

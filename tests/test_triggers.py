@@ -12,11 +12,11 @@ import pytest
 import tensorflow as tf
 
 from fedarena import hookimpl
-from fedarena.core.check import check
-from fedarena.core.interfaces import KINDS, Facts, Trigger
-from fedarena.core.language import parse
-from fedarena.core.params import param
-from fedarena.core.registry import default_registry
+from fedarena.core.scenario.sweep import check
+from fedarena.core.plugin.interfaces import KINDS, Facts, Trigger
+from fedarena.core.language.parser import parse
+from fedarena.core.plugin.params import param
+from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins import attacks as A, triggers as T
 
 from conftest import tiny_scenario
@@ -174,7 +174,7 @@ def test_a_scenario_names_its_trigger_as_a_nested_call(written, expected):
 
 
 def test_a_sweep_varies_a_trigger_parameter():
-    from fedarena.core.sweep import check_points
+    from fedarena.core.scenario.sweep import check_points
 
     runs = check_points(scenario_with("backdoor(target = 0, trigger = pixel(size = 2))",
                                       "sweep {\n  attack.trigger.size in [1, 3]\n}\n"), default_registry())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import alive, fedarena_command, run_fedarena, tiny_scenario
-from fedarena.core.workers import free_port
+from fedarena.core.execution.backends.worker import free_port
 from test_cli import read
 
 

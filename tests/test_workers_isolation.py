@@ -18,9 +18,11 @@ import time
 import pytest
 
 from conftest import alive, fedarena_command, orphan_workers, run_fedarena, tiny_scenario
-from fedarena.core import cli, isolation, workers
+from fedarena.core.cli import main as cli
+from fedarena.core.execution.backends import isolation
+from fedarena.core.execution.backends import worker as workers
 from fedarena.core.errors import RunError
-from fedarena.core.workers import ISOLATION_VARIABLE, LocalWorker
+from fedarena.core.execution.backends.worker import ISOLATION_VARIABLE, LocalWorker
 
 FAKE = isolation.FAKE_UNSHARE_ERRNO
 
@@ -308,7 +310,7 @@ def test_fedarena_worker_without_namespaces_warns_loudly_why():
 
 PARENT = textwrap.dedent("""\
     import time
-    from fedarena.core.workers import LocalWorker
+    from fedarena.core.execution.backends.worker import LocalWorker
     worker = LocalWorker(private=True).start()
     print(worker.pid, worker.relay_pid, flush=True)
     time.sleep(120)

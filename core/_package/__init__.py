@@ -8,7 +8,7 @@ The package is assembled from the repository's folders: ``fedarena.core``
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fedarena.core.hookspecs import hookimpl
+from fedarena.core.plugin.hookspecs import hookimpl
 
 try:
     __version__ = version("fedarena")

@@ -2,7 +2,7 @@
 
 TFF's C++ ``worker_binary`` takes only ``--port``: it listens on every
 network interface of the machine, without authentication, and whoever
-reaches it can run code here.  ``python -m fedarena.core.isolation`` starts
+reaches it can run code here.  ``python -m fedarena.core.execution.backends.isolation`` starts
 it where no outside interface exists:
 
 1. it creates its listening socket first, in the caller's network
@@ -254,7 +254,7 @@ def _relay_process(server: socket.socket, port: int, worker: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fedarena.core.isolation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fedarena.core.execution.backends.isolation", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="only say whether this machine allows the namespaces (exit 0) or not (exit 3)")
     parser.add_argument("--listen", help="tcp:HOST:PORT or unix:PATH")

@@ -5,8 +5,8 @@ parameter, the type, default, range and one-line doc given to `param`.
 The committed file must equal `render()`'s output (a test checks it), so the
 reference cannot drift from the code.  After changing a plugin, rewrite it:
 
-    python -m fedarena.core.plugin_docs            # writes docs/plugin-reference.md
-    python -m fedarena.core.plugin_docs --check    # exit 1 if it is out of date
+    python -m fedarena.core.plugin.docs            # writes docs/plugin-reference.md
+    python -m fedarena.core.plugin.docs --check    # exit 1 if it is out of date
 
 Only fedarena's own plugins are listed (third-party plugins installed beside
 it are not), and no version number appears, so the output depends on the
@@ -20,7 +20,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from fedarena.core.interfaces import Plugin
+from fedarena.core.plugin.interfaces import Plugin
 
 # Headings and one-line introductions of each kind, in the order a scenario
 # names them.
@@ -41,7 +41,7 @@ KIND_TITLES = {
 }
 
 DOC_PATH = Path("docs") / "plugin-reference.md"
-COMMAND = "python -m fedarena.core.plugin_docs"
+COMMAND = "python -m fedarena.core.plugin.docs"
 
 
 def _builtin_entries(registry):
@@ -119,7 +119,7 @@ def _plugin_section(entry, registry) -> list[str]:
 def render(registry=None) -> str:
     """The whole reference as Markdown."""
     if registry is None:
-        from fedarena.core.registry import build_registry
+        from fedarena.core.plugin.registry import build_registry
 
         registry = build_registry()
     by_kind = _builtin_entries(registry)
@@ -157,8 +157,8 @@ def render(registry=None) -> str:
 
 
 def repository_root() -> Path:
-    """The source checkout holding ``docs/`` (this file lives in ``core/``)."""
-    return Path(__file__).resolve().parent.parent
+    """The source checkout holding ``docs/`` (this file lives in ``core/plugin/``)."""
+    return Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:

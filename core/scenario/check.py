@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
-from fedarena.core import spec
+from fedarena.core.language import spec
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
-from fedarena.core.interfaces import Facts, Plugin
-from fedarena.core.language import capped
-from fedarena.core.params import ParamInfo
-from fedarena.core.registry import Registry
+from fedarena.core.plugin.interfaces import Facts, Plugin
+from fedarena.core.language.parser import capped
+from fedarena.core.plugin.params import ParamInfo
+from fedarena.core.plugin.registry import Registry
 
 # Which plugin kind follows each top-level keyword.
 STATEMENT_KINDS = {"dataset": "dataset", "model": "model", "detector": "detector", "aggregator": "aggregator"}
@@ -353,31 +353,11 @@ def group_names(names: list[str]) -> list[str]:
     return [f"{n}_{names[: i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def check(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None = None) -> Scenario:
-    """Resolve and check a parsed scenario; raise `ScenarioError` listing every problem.
-
-    A scenario with a sweep is checked at every point of its grid
-    (`fedarena.core.sweep.check_points` returns each point's `Scenario`);
-    it is returned here only when the grid has a single point."""
-    if scenario.sweep is not None:
-        from fedarena.core.sweep import check_points
-
-        runs = check_points(scenario, registry, output_override)
-        if len(runs) == 1:
-            return runs[0][1]
-        raise ScenarioError(
-            [Diagnostic(f"this scenario is a sweep of {len(runs)} runs; check and run it point by point "
-                        "(fedarena.core.sweep.check_points)", scenario.sweep.span)],
-            scenario.filename, scenario.source,
-        )
-    return _check_one(scenario, registry, output_override)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None) -> Scenario:
+def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None) -> Scenario:
     c = Checker(registry, scenario.filename, scenario.source)
     by_keyword: dict[str, spec.Statement] = {}
     for statement in scenario.statements:

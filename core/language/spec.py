@@ -1,8 +1,8 @@
 """What a scenario says, as frozen attrs objects that keep their source span.
 
-These are produced by `fedarena.core.language` from the parse tree and hold
+These are produced by `fedarena.core.language.parser` from the parse tree and hold
 no behaviour: resolving names to plugins is the checker's work
-(`fedarena.core.check`).
+(`fedarena.core.scenario.check`).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class ScenarioSpec:
     """A parsed scenario, before any name is resolved.
 
     ``sweep`` is the grid written after the scenario, if any.  A spec made
-    for one point of a grid (`fedarena.core.sweep.expand`) has no sweep;
+    for one point of a grid (`fedarena.core.scenario.sweep.expand`) has no sweep;
     ``point`` holds that point's assignments (path, value text), and
     ``source`` is still the whole original file."""
 

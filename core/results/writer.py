@@ -20,7 +20,6 @@ import h5py
 import numpy as np
 
 from fedarena.core.errors import UsageError
-from fedarena.core.interfaces import Plugin
 
 STATUSES = ("running", "complete", "interrupted", "failed")
 _STRING = h5py.string_dtype()
@@ -35,24 +34,6 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return ""
-
-
-def plugin_label(name: str, plugin, name_of=None) -> str:
-    """``krum(f = 2)``: the name and the parameters that differ from their
-    defaults.  ``name_of(plugin)`` names nested plugins (``backdoor(trigger =
-    pixel(size = 4))``); without it they show as their repr."""
-
-    def text(value) -> str:
-        if name_of is not None and isinstance(value, Plugin):
-            return plugin_label(name_of(value), value, name_of)
-        return repr(value)
-
-    changed = [
-        f"{field.name} = {text(getattr(plugin, field.name))}"
-        for field in attrs.fields(type(plugin))
-        if field.init and getattr(plugin, field.name) != field.default
-    ]
-    return f"{name}({', '.join(changed)})" if changed else name
 
 
 def claim_output(path: str | os.PathLike, force: bool) -> Path:

@@ -18,6 +18,7 @@ for evaluation.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import threading
@@ -27,11 +28,11 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from fedarena.core import interrupts
-from fedarena.core.check import Scenario
+from fedarena.core.execution import interrupts
+from fedarena.core.scenario.check import Scenario
 from fedarena.core.errors import RunError
-from fedarena.core.failures import SCOPE_PREFIX, PluginFailure
-from fedarena.core.interfaces import Layer, ServerContext
+from fedarena.core.execution.failures import SCOPE_PREFIX, PluginFailure
+from fedarena.core.plugin.interfaces import Layer, ServerContext
 
 
 class ClientStore:
@@ -151,6 +152,58 @@ def _in_scope(role: str, plugin, method, *args):
             return method(*args)
     except Exception as error:
         raise PluginFailure(role, plugin, error) from error
+
+
+def detect_on_kept(detector, updates, keep, ctx: ServerContext, state: dict):
+    """In TF: run a detector on the kept rows only and scatter its results
+    back: -> (updates with the kept rows as the detector left them, score
+    ``[K]`` (NaN for rows it did not see), keep ``[K]``, state).  With no
+    row kept, the detector is skipped and its state kept."""
+    import tensorflow as tf
+
+    index = tf.where(keep)[:, 0]
+
+    def run():
+        rows, score, kept, new = detector.apply(tf.gather(updates, index), ctx.take(index), state)
+        size = tf.shape(keep, out_type=tf.int64)
+        return (
+            tf.tensor_scatter_nd_update(updates, index[:, None], rows),
+            tf.tensor_scatter_nd_update(tf.fill(tf.cast(size, tf.int32), math.nan), index[:, None],
+                                        tf.cast(score, tf.float32)),
+            tf.scatter_nd(index[:, None], tf.cast(kept, tf.bool), size),
+            new,
+        )
+
+    def skip():
+        return updates, tf.fill(tf.shape(keep), math.nan), keep, state
+
+    updates_after, score, keep_after, new = tf.cond(tf.size(index) > 0, run, skip)
+    updates_after.set_shape(updates.shape)
+    return updates_after, score, keep_after, new
+
+
+def aggregate_kept(aggregator, updates, weights, ctx: ServerContext, state: dict):
+    """In TF: run the aggregator on the rows with weight > 0 only: ->
+    (aggregate ``[d]``, share ``[K]`` scattered back, zero for the other
+    rows, state).  With no row left the aggregate is zero and the state
+    kept."""
+    import tensorflow as tf
+
+    index = tf.where(weights > 0)[:, 0]
+
+    def run():
+        aggregate, share, new = aggregator.apply(tf.gather(updates, index), tf.gather(weights, index),
+                                                 ctx.take(index), state)
+        share = tf.scatter_nd(index[:, None], tf.cast(share, tf.float32), tf.shape(weights, out_type=tf.int64))
+        return tf.cast(aggregate, tf.float32), share, new
+
+    def empty():
+        return tf.zeros(tf.shape(updates)[1:], tf.float32), tf.zeros_like(weights), state
+
+    aggregate, share, new = tf.cond(tf.size(index) > 0, run, empty)
+    aggregate.set_shape(updates.shape[1:])
+    share.set_shape(weights.shape)
+    return aggregate, share, new
 
 
 class RoundComputations:
@@ -316,7 +369,7 @@ class RoundComputations:
             # Model poisoning: each attack rewrites its own rows.
             for index, attack in update_attacks:
                 key = f"attack_{index}"
-                updates, new = _in_scope(key, attack, attack.poison_updates_with_state,
+                updates, new = _in_scope(key, attack, attack.apply,
                                          updates, tf.equal(groups, index), benign, ctx, state.get(key, {}))
                 state.update({key: new} if key in state else {})
             sent_norm = tf.norm(updates, axis=1)  # what each client's update looked like on arrival
@@ -327,14 +380,14 @@ class RoundComputations:
             keep, scores = finite, []
             for index, detector in enumerate(detectors):
                 key = f"detector_{index}"
-                updates, score, keep, new = _in_scope(key, detector, detector.detect_with_state,
-                                                      updates, keep, ctx, state.get(key, {}))
-                scores.append(tf.cast(score, tf.float32))
+                updates, score, keep, new = _in_scope(key, detector, detect_on_kept, detector, updates, keep, ctx,
+                                                      state.get(key, {}))
+                scores.append(score)
                 state.update({key: new} if key in state else {})
             detected = stamp(attacked, updates, keep)
-            weights = tf.where(keep, rows["n"], 0.0)
-            aggregate, row_weights, new = _in_scope("aggregator", aggregator, aggregator.aggregate_with_state,
-                                                    updates, weights, ctx, state.get("aggregator", {}))
+            aggregate, row_weights, new = _in_scope("aggregator", aggregator, aggregate_kept, aggregator, updates,
+                                                    tf.where(keep, rows["n"], 0.0), ctx,
+                                                    state.get("aggregator", {}))
             state.update({"aggregator": new} if "aggregator" in state else {})
             if "server" in state:  # FedAvgM: the server steps along a momentum of aggregates
                 aggregate = training.server_momentum * state["server"]["velocity"] + aggregate

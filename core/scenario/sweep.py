@@ -39,13 +39,13 @@ from typing import Any, Callable
 
 import attrs
 
-from fedarena.core import spec
-from fedarena.core.check import (
-    ATTACK_SETTINGS, TRAINING_SETTINGS, Scenario, _check_one, describe, did_you_mean, group_names,
+from fedarena.core.language import spec
+from fedarena.core.scenario.check import (
+    ATTACK_SETTINGS, TRAINING_SETTINGS, Scenario, check_one, describe, did_you_mean, group_names,
 )
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
-from fedarena.core.language import capped
-from fedarena.core.registry import Registry
+from fedarena.core.language.parser import capped
+from fedarena.core.plugin.registry import Registry
 
 # The most runs one sweep may expand to.
 MAX_RUNS = 10_000
@@ -89,7 +89,7 @@ def expand(scenario: spec.ScenarioSpec) -> list[SweepPoint]:
     """Every point of the scenario's sweep, in grid order; a scenario
     without a sweep is one point.  Raise `ScenarioError` for bad paths and
     values, each at its place in the sweep."""
-    from fedarena.core.fmt import render_value
+    from fedarena.core.language.fmt import render_value
 
     if scenario.sweep is None:
         return [SweepPoint(0, "", {}, scenario)]
@@ -154,7 +154,7 @@ def check_points(
     checked, failures = [], {}
     for point in points:
         try:
-            checked.append((point, _check_one(point.spec, registry, output_override)))
+            checked.append((point, check_one(point.spec, registry, output_override)))
         except ScenarioError as error:
             for diagnostic in error.diagnostics:
                 failures.setdefault((diagnostic.message, diagnostic.span), []).append(point.label)
@@ -416,3 +416,21 @@ def _group_setter(keyword: str, position: int, names: list, span: Span | None) -
         return _replace(statements, index, attrs.evolve(statement, value=new_value))
 
     return put
+
+
+def check(scenario: spec.ScenarioSpec, registry: Registry, output_override: str | None = None) -> Scenario:
+    """Resolve and check a parsed scenario; raise `ScenarioError` listing every problem.
+
+    A scenario with a sweep is checked at every point of its grid
+    (`check_points` returns each point's `Scenario`);
+    it is returned here only when the grid has a single point."""
+    if scenario.sweep is not None:
+        runs = check_points(scenario, registry, output_override)
+        if len(runs) == 1:
+            return runs[0][1]
+        raise ScenarioError(
+            [Diagnostic(f"this scenario is a sweep of {len(runs)} runs; check and run it point by point "
+                        "(fedarena.core.scenario.sweep.check_points)", scenario.sweep.span)],
+            scenario.filename, scenario.source,
+        )
+    return check_one(scenario, registry, output_override)

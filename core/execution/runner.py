@@ -8,13 +8,13 @@ import time
 
 import attrs
 
-from fedarena.core import interrupts
-from fedarena.core.check import Scenario
+from fedarena.core.execution import interrupts
+from fedarena.core.scenario.check import Scenario
 from fedarena.core.errors import FedarenaError, RunError
-from fedarena.core.failures import PluginFailure, failing_role
-from fedarena.core.registry import Registry
-from fedarena.core.results import ResultsWriter, SweepFile
-from fedarena.core.workers import tff_workers
+from fedarena.core.execution.failures import PluginFailure, failing_role
+from fedarena.core.plugin.registry import Registry
+from fedarena.core.results.writer import ResultsWriter, SweepFile
+from fedarena.core.execution.backends.worker import tff_workers
 
 
 @attrs.frozen
@@ -96,7 +96,7 @@ def worker_has_cuda() -> bool:
     the CUDA runtime library it opens)."""
     import mmap
 
-    from fedarena.core.workers import worker_binary_path
+    from fedarena.core.execution.backends.worker import worker_binary_path
 
     with open(worker_binary_path(), "rb") as binary, mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return data.find(b"libcudart.so") >= 0
@@ -127,7 +127,7 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
             checkpoint=None) -> dict:
     """Run a scenario on the given TFF workers into ``writer`` (from
     ``checkpoint`` when resuming); returns the final metrics."""
-    from fedarena.core.engine import Run
+    from fedarena.core.execution.engine.run import Run
 
     hook = registry.hook
     try:
@@ -286,7 +286,7 @@ class _PointServer:
 
     @staticmethod
     def command(scenario_path: str, workers) -> list[str]:
-        command = [sys.executable, "-m", "fedarena.core.cli", "run", scenario_path, "--serve-points",
+        command = [sys.executable, "-m", "fedarena.core.cli.main", "run", scenario_path, "--serve-points",
                    "--progress", "none"]
         return command + ["--workers", ",".join(workers)] if workers else command
 
@@ -347,7 +347,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
     import tempfile
     from pathlib import Path
 
-    from fedarena.core.report import load_point
+    from fedarena.core.results.report import load_point
 
     scratch = Path(tempfile.mkdtemp(prefix="fedarena-sweep-"))
     waiting = list(todo)

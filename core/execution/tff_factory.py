@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedarena.core.interfaces import Aggregator, Facts, Layer, ServerContext
+from fedarena.core.plugin.interfaces import Aggregator, Facts, Layer, ServerContext
 
 
 def _neutral_facts() -> Facts:

@@ -2,7 +2,7 @@
 
 Two steps, kept apart: `parse_tree` runs Lark (LALR, contextual lexer,
 grammar in ``grammar/scenario.lark``) and `to_spec` turns the tree into the
-frozen objects of `fedarena.core.spec`.  `parse` does both.
+frozen objects of `fedarena.core.language.spec`.  `parse` does both.
 
 Every Lark error becomes a `Diagnostic` here and nowhere else.  The parser
 does not stop at the first syntax error: it reports it, skips to the next
@@ -27,7 +27,7 @@ from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_analysis import Shift
 
-from fedarena.core import spec
+from fedarena.core.language import spec
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
 
 # How deeply lists and calls may nest inside one another.

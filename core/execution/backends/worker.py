@@ -9,7 +9,7 @@ killed with SIGKILL, the kernel ends the worker for us (PR_SET_PDEATHSIG).
 The worker binary listens on every network interface, without
 authentication.  Where the machine allows it, fedarena runs it in a network
 namespace of its own, reached only through a relay listening where fedarena
-chooses (`fedarena.core.isolation`): a Unix socket in a private folder for
+chooses (`fedarena.core.execution.backends.isolation`): a Unix socket in a private folder for
 the worker of a run, the address given to ``fedarena worker``.
 ``FEDARENA_WORKER_ISOLATION`` (auto, required, off) says what to do where it
 is not allowed.
@@ -109,7 +109,7 @@ def _host_in_url(host: str) -> str:
 class LocalWorker:
     """One ``worker_binary`` process started and owned by this process.
 
-    Isolated where the machine allows it (see `fedarena.core.isolation`):
+    Isolated where the machine allows it (see `fedarena.core.execution.backends.isolation`):
     the worker then has a network of its own and is reached only through a
     relay listening on ``host:port``, or, with ``private``, on a Unix socket
     in a folder that only this user may enter.  Otherwise the worker listens
@@ -205,12 +205,12 @@ class LocalWorker:
         if self.private and not self.socket_path:
             self.host = "127.0.0.1"
         listen = f"unix:{self.socket_path}" if self.socket_path else f"tcp:{_host_in_url(self.host)}:{self.port}"
-        from fedarena.core import isolation
+        from fedarena.core.execution.backends import isolation
 
         binary = worker_binary_path()
         status, status_w = os.pipe()
         try:
-            # `python -m fedarena.core.isolation`, run by its path (-I -S): it
+            # `python -m fedarena.core.execution.backends.isolation`, run by its path (-I -S): it
             # needs the standard library only, and so starts without site or
             # fedarena's own imports (40 ms less).  It asks for the
             # death signal itself: no preexec_fn, which would run in a fork
@@ -528,7 +528,7 @@ def serve(host: str, port: int) -> int:
 
     Isolated, the worker is reachable only at ``host:port`` (127.0.0.1 by
     default); otherwise TFF's binary listens on every interface."""
-    from fedarena.core import interrupts
+    from fedarena.core.execution import interrupts
 
     worker = LocalWorker(port=port or None, host=host)
     try:

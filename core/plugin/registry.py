@@ -14,29 +14,33 @@ from __future__ import annotations
 
 import functools
 import importlib
+import pkgutil
 import os
 from importlib import metadata
 
 import attrs
 import pluggy
 
-from fedarena.core import hookspecs
+from fedarena.core.plugin import hookspecs
 from fedarena.core.errors import FedarenaError
-from fedarena.core.interfaces import KINDS, Plugin
-from fedarena.core.params import declared_params
+from fedarena.core.plugin.interfaces import KINDS, Plugin
+from fedarena.core.plugin.params import declared_params
 
 ENTRY_POINT_GROUP = "fedarena"
-BUILTIN_MODULES = (
-    "fedarena.plugins.datasets",
-    "fedarena.plugins.splits",
-    "fedarena.plugins.models",
-    "fedarena.plugins.optimizers",
-    "fedarena.plugins.attacks",
-    "fedarena.plugins.triggers",
-    "fedarena.plugins.detectors",
-    "fedarena.plugins.aggregators",
-    "fedarena.plugins.metrics",
-)
+BUILTIN_PACKAGE = "fedarena.plugins"
+
+
+def builtin_modules() -> list[str]:
+    """The modules of the built-in plugins, found by walking
+    `fedarena.plugins`: every module or package whose name does not start
+    with ``_`` (``_tensor``, ``_tf`` and other shared kits do).  A new
+    algorithm is a new file; nothing here lists it."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    found = []
+    for info in pkgutil.walk_packages(package.__path__, BUILTIN_PACKAGE + "."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            found.append(info.name)
+    return sorted(found)
 # The registration hook of each kind.
 REGISTER_HOOKS = {
     "dataset": "fedarena_register_datasets",
@@ -135,8 +139,6 @@ class Registry:
     def label(self, plugin: Plugin) -> str:
         """The plugin as a scenario writes it, nested plugins included:
         ``backdoor(trigger = pixel(size = 4))``."""
-        from fedarena.core.results import plugin_label
-
         return plugin_label(self.name_of(plugin), plugin, self.name_of)
 
     def provider_of(self, plugin: Plugin) -> Provider:
@@ -171,7 +173,7 @@ def build_registry(extra_plugins: tuple = ()) -> Registry:
     providers: dict[str, Provider] = {}
 
     builtin = _fedarena_provider()
-    for module_name in BUILTIN_MODULES:
+    for module_name in builtin_modules():
         manager.register(importlib.import_module(module_name), name=module_name)
         providers[module_name] = builtin
 
@@ -219,3 +221,21 @@ def build_registry(extra_plugins: tuple = ()) -> Registry:
 @functools.lru_cache(maxsize=1)
 def default_registry() -> Registry:
     return build_registry()
+
+
+def plugin_label(name: str, plugin, name_of=None) -> str:
+    """``krum(f = 2)``: the name and the parameters that differ from their
+    defaults.  ``name_of(plugin)`` names nested plugins (``backdoor(trigger =
+    pixel(size = 4))``); without it they show as their repr."""
+
+    def text(value) -> str:
+        if name_of is not None and isinstance(value, Plugin):
+            return plugin_label(name_of(value), value, name_of)
+        return repr(value)
+
+    changed = [
+        f"{field.name} = {text(getattr(plugin, field.name))}"
+        for field in attrs.fields(type(plugin))
+        if field.init and getattr(plugin, field.name) != field.default
+    ]
+    return f"{name}({', '.join(changed)})" if changed else name

@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 from lark import Token, Tree
 
-from fedarena.core import spec
-from fedarena.core.language import parse_with_comments
+from fedarena.core.language import spec
+from fedarena.core.language.parser import parse_with_comments
 
 INDENT = "  "
 # Statements that share a section sit together; blocks stand apart (None).

@@ -14,12 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
-from fedarena.core import interrupts
+from fedarena.core.execution import interrupts
 from fedarena.core.errors import FedarenaError, ScenarioError, UsageError
 
 
 def read_scenario(path: str):
-    from fedarena.core.language import parse
+    from fedarena.core.language.parser import parse
 
     file = Path(path)
     if not file.is_file():
@@ -32,8 +32,8 @@ def read_scenario(path: str):
 
 
 def cmd_run(args) -> int:
-    from fedarena.core.registry import default_registry
-    from fedarena.core.sweep import check_points
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check_points
 
     if args.resume and args.force:
         raise UsageError("--resume continues an existing results file; --force would overwrite it: choose one")
@@ -50,7 +50,7 @@ def cmd_run(args) -> int:
         points = [points[args.point]]
     # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fedarena.core.runner import Progress, run_scenario, run_sweep, serve_points
+    from fedarena.core.execution.runner import Progress, run_scenario, run_sweep, serve_points
 
     workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
     if args.serve_points:
@@ -88,8 +88,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from fedarena.core.registry import default_registry
-    from fedarena.core.sweep import check_points
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check_points
 
     registry = default_registry()
     for problem in registry.load_errors:
@@ -114,7 +114,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    from fedarena.core.fmt import format_text
+    from fedarena.core.language.fmt import format_text
 
     failed, changed = 0, 0
     for path in args.files:
@@ -145,8 +145,8 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from fedarena.core.interfaces import KINDS, Plugin
-    from fedarena.core.registry import default_registry
+    from fedarena.core.plugin.interfaces import KINDS, Plugin
+    from fedarena.core.plugin.registry import default_registry
 
     registry = default_registry()
     if args.kind and args.kind not in KINDS:
@@ -178,7 +178,7 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from fedarena.core.report import report
+    from fedarena.core.results.report import report
 
     written = report(args.files, args.out, with_csv=args.csv)
     for path in written:
@@ -187,7 +187,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from fedarena.core.report import show
+    from fedarena.core.results.report import show
 
     for path in args.files:
         print(show(path))
@@ -196,7 +196,7 @@ def cmd_show(args) -> int:
 
 def cmd_worker(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fedarena.core.workers import serve
+    from fedarena.core.execution.backends.worker import serve
 
     return serve(args.host, args.port)
 

@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker("fedarena")
 
 @hookspec
 def fedarena_register_datasets(registry) -> None:
-    """Add dataset plugins (subclasses of `fedarena.core.interfaces.Dataset`)."""
+    """Add dataset plugins (subclasses of `fedarena.core.plugin.interfaces.Dataset`)."""
 
 
 @hookspec

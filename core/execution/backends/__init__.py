@@ -1,0 +1,1 @@
+"""Where TFF computations execute: TFF's C++ worker, isolation for it."""

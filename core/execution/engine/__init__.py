@@ -1,0 +1,1 @@
+"""The TFF computations of one run and the loop over its rounds."""

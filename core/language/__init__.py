@@ -1,0 +1,1 @@
+"""The scenario language: grammar-driven parser, spec objects, formatter."""

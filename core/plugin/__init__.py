@@ -1,0 +1,1 @@
+"""The plugin system: hookspecs, plugin kinds and their interfaces, parameters, the registry."""

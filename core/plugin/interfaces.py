@@ -1,0 +1,319 @@
+"""What each kind of plugin provides.
+
+A plugin is a frozen attrs class that subclasses one of these and declares
+its parameters with `fedarena.core.plugin.params.param`.  Methods marked "in TF"
+run inside TFF computations: they take and return tensors and must not
+call back into Python state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class DatasetInfo:
+    """What can be known of a dataset without loading it."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+@attrs.frozen(eq=False)
+class DatasetArrays:
+    """A loaded dataset: features as float32, labels as int32."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    info: DatasetInfo
+
+
+@attrs.frozen
+class Facts:
+    """What plugins may know of the scenario they run in, for checks and sizing."""
+
+    num_clients: int
+    clients_per_round: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    server_learning_rate: float = 1.0
+    num_attackers: int = 0
+    root_samples: int = 0  # clean samples the server holds (training setting root_samples)
+    # The folder of the scenario file ("" when there is none: the working
+    # directory); relative paths in plugin parameters are read from here.
+    scenario_dir: str = ""
+
+    def resolve(self, path: str) -> Path:
+        """A path given in a plugin parameter: ``~`` expanded, and a relative
+        path taken from the scenario file's folder (`scenario_dir`)."""
+        location = Path(os.path.expanduser(path))
+        return location if location.is_absolute() else Path(self.scenario_dir or ".") / location
+
+
+@attrs.frozen
+class Layer:
+    """One weight tensor of the model, as a slice of the flat update vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@attrs.frozen(eq=False)
+class ServerContext:
+    """What the server stage knows in a round.  Fields other than ``facts``
+    and ``layers`` are tensors (this is used inside TF computations)."""
+
+    facts: Facts
+    layers: tuple[Layer, ...]
+    client_ids: Any  # int32 [K]: the client of each row
+    num_examples: Any  # float32 [K]
+    global_weights: Any  # float32 [d]: the model the clients started from
+    round: Any  # int32 scalar, 1-based
+    seed: Any  # int64 [2]: stateless seed unique to this round
+    # The server's own update this round: local training on its root
+    # samples from the global model, as a client would (only computed when
+    # a plugin sets ``needs_root_update``; FLTrust's g0).
+    root_update: Any = None
+
+    def take(self, index) -> "ServerContext":
+        """The context of the rows ``index`` (int ``[n]``) only: per-row
+        fields (``client_ids``, ``num_examples``) gathered, the rest as is.
+        The server stage hands detectors and aggregators the kept rows with
+        such a context."""
+        import tensorflow as tf
+
+        return attrs.evolve(self, client_ids=tf.gather(self.client_ids, index),
+                            num_examples=tf.gather(self.num_examples, index))
+
+    def columns(self, layer_names: tuple[str, ...] | None):
+        """Indices of the update columns belonging to the named layers
+        (a layer matches if its name contains one of the given names)."""
+        if not layer_names:
+            return None
+        picked = [np.arange(l.offset, l.offset + l.size) for l in self.layers
+                  if any(name in l.name for name in layer_names)]
+        return np.concatenate(picked) if picked else np.zeros([0], np.int64)
+
+
+class Plugin:
+    """Base of every plugin class; ``kind`` names its registry."""
+
+    kind: ClassVar[str] = ""
+    # Server-stage plugins that read `ServerContext.root_update` say so.
+    needs_root_update: ClassVar[bool] = False
+
+    def check(self, facts: Facts) -> list[str]:
+        """Rules that need the rest of the scenario; messages, empty if fine.
+        Called by the checker before anything runs."""
+        return []
+
+    def initial_state(self, dim: int, facts: Facts) -> dict[str, np.ndarray]:
+        """State kept across rounds at the server (e.g. per-client history),
+        as named arrays of fixed shape; it travels through each round's TFF
+        computation and is saved with the run.  Empty for stateless plugins."""
+        return {}
+
+
+class Dataset(Plugin):
+    kind = "dataset"
+
+    def info(self) -> DatasetInfo:
+        raise NotImplementedError
+
+    def load(self, seed: int) -> DatasetArrays:
+        raise NotImplementedError
+
+
+class Split(Plugin):
+    kind = "split"
+
+    def partition(self, labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Indices of the training samples of each client (deterministic in ``rng``)."""
+        raise NotImplementedError
+
+
+class Model(Plugin):
+    kind = "model"
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int):
+        """A new, uncompiled Keras model returning logits."""
+        raise NotImplementedError
+
+
+class Optimizer(Plugin):
+    kind = "optimizer"
+
+    def build(self):
+        """A `tff.learning.optimizers.Optimizer` for local training."""
+        raise NotImplementedError
+
+
+class Attack(Plugin):
+    """An attack acts on its own clients' data (``poison_data``), on their
+    updates at the server stage (``poison_updates``), or both."""
+
+    kind = "attack"
+    poisons_data: ClassVar[bool] = False
+    poisons_updates: ClassVar[bool] = False
+
+    def poison_data(self, x, y, seed, facts: Facts, member):
+        """In TF: a malicious client's (features, labels) -> poisoned ones.
+        ``seed`` is an int64[2] stateless seed unique to the client and
+        round; ``member`` (int32 scalar) is the client's index within its
+        attack group (0 .. clients - 1), e.g. for distributed triggers."""
+        return x, y
+
+    def test_metrics(self, predict, test_x: np.ndarray, test_y: np.ndarray, facts: Facts) -> dict[str, float]:
+        """Metrics of this attack's success on the clean test set, computed
+        at each evaluation (e.g. a backdoor's attack success rate).
+        ``predict(x)`` returns the global model's logits as NumPy.  Recorded
+        in ``/metrics`` as ``<attack group>_<name>``."""
+        return {}
+
+    def poison_updates(self, updates, own, benign, ctx: ServerContext):
+        """In TF: the round's ``[K, d]`` update matrix -> the same with this
+        attack's rows (``own``, bool ``[K]``) replaced.  ``benign`` marks the
+        rows an omniscient attacker may read."""
+        return updates
+
+    def apply(self, updates, own, benign, ctx: ServerContext, state: dict):
+        """In TF: what the server stage calls, state in and state out:
+        -> (updates, state).  Attacks with `initial_state` override this;
+        the default calls `poison_updates` and passes the state through."""
+        if hasattr(self, "poison_updates_with_state"):  # TRANSITION: removed once plugins are split
+            return self.poison_updates_with_state(updates, own, benign, ctx, state)
+        return self.poison_updates(updates, own, benign, ctx), state
+
+
+class Trigger(Plugin):
+    """A backdoor trigger, the value of an attack's parameter
+    (``backdoor(trigger = pixel(size = 3))``).
+
+    A trigger blends a pattern into an input, ``x' = x * (1 - w) + w *
+    pattern``, with weights ``w`` in [0, 1] given as one or more parts: in
+    training, the attacker with index ``member`` in its group stamps part
+    ``member mod parts`` (distributed triggers); the test-time trigger is
+    the sum of the parts.  A trigger states ``weights`` and ``pattern``;
+    stamping is done here, the same way for every trigger.
+    """
+
+    kind = "trigger"
+
+    def weights(self, input_shape: tuple[int, ...]) -> np.ndarray:
+        """float32 ``[parts, *input_shape]``: the weights of each part (one
+        part for a trigger every attacker stamps whole); the full trigger's
+        weights are their sum."""
+        raise NotImplementedError
+
+    def pattern(self, input_shape: tuple[int, ...]) -> np.ndarray:
+        """float32 ``input_shape``: the values the trigger blends in."""
+        raise NotImplementedError
+
+    def stamp(self, x: np.ndarray, part: int | None = None) -> np.ndarray:
+        """NumPy: inputs ``[n, *input_shape]`` stamped with the full trigger
+        (``part`` None, as at test time) or with part ``part mod parts``."""
+        shape = tuple(x.shape[1:])
+        weights = self.weights(shape)
+        w = weights.sum(axis=0) if part is None else weights[part % len(weights)]
+        return (x * (1.0 - w) + w * self.pattern(shape)).astype(np.float32)
+
+    def stamp_member(self, x, member, input_shape: tuple[int, ...]):
+        """In TF: inputs ``[n, *input_shape]`` stamped with the part of the
+        attacker ``member`` (int32 scalar, its index in its attack group)."""
+        import tensorflow as tf
+
+        shape = tuple(input_shape)
+        weights = tf.constant(self.weights(shape))
+        w = tf.gather(weights, tf.math.floormod(tf.cast(member, tf.int32), weights.shape[0]))
+        return x * (1.0 - w) + w * tf.constant(self.pattern(shape))
+
+
+class Detector(Plugin):
+    """Scores the round's update rows and keeps or drops each.
+
+    The server stage hands a detector only the rows still kept (rows dropped
+    earlier, as non-finite or by an earlier detector, never reach it), with
+    a context whose per-row fields match those rows; it scatters the results
+    back (a dropped row's score is NaN) and skips the detector when no row
+    is left."""
+
+    kind = "detector"
+
+    def detect(self, rows, ctx: ServerContext):
+        """In TF: the kept rows ``[n, d]`` (``n >= 1``, known only when the
+        graph runs) -> (score ``[n]``, keep bool ``[n]``)."""
+        raise NotImplementedError
+
+    def apply(self, rows, ctx: ServerContext, state: dict):
+        """In TF: what the server stage calls, state in and state out:
+        -> (rows, score, keep, state).  Detectors that also change the rows
+        they keep (FLAME clips and adds noise) or keep state across rounds
+        override this; the default calls `detect`."""
+        import inspect
+
+        if hasattr(self, "detect_with_state") or len(inspect.signature(self.detect).parameters) == 3:
+            # TRANSITION: the old form on the full matrix; removed once plugins are split.
+            import tensorflow as tf
+
+            everything = tf.ones(tf.shape(rows)[:1], tf.bool)
+            if hasattr(self, "detect_with_state"):
+                return self.detect_with_state(rows, everything, ctx, state)
+            score, keep = self.detect(rows, everything, ctx)
+            return rows, score, keep, state
+        score, keep = self.detect(rows, ctx)
+        return rows, score, keep, state
+
+
+class Aggregator(Plugin):
+    """Combines the round's kept update rows into one update.
+
+    The server stage hands an aggregator only the kept rows (with a context
+    whose per-row fields match them), never an empty set (the aggregate is
+    then zero), and scatters each row's share back."""
+
+    kind = "aggregator"
+
+    def aggregate(self, rows, weights, ctx: ServerContext):
+        """In TF: the kept rows ``[n, d]`` (``n >= 1``, known only when the
+        graph runs) and their example counts ``[n]`` (all > 0) ->
+        (aggregate ``[d]``, share of each row in the aggregate ``[n]``)."""
+        raise NotImplementedError
+
+    def apply(self, rows, weights, ctx: ServerContext, state: dict):
+        """In TF: what the server stage calls, state in and state out:
+        -> (aggregate, share, state).  Aggregators with `initial_state`
+        override this; the default calls `aggregate`."""
+        if hasattr(self, "aggregate_with_state"):  # TRANSITION: removed once plugins are split
+            return self.aggregate_with_state(rows, weights, ctx, state)
+        aggregate, share = self.aggregate(rows, weights, ctx)
+        return aggregate, share, state
+
+
+class Metric(Plugin):
+    kind = "metric"
+
+    def compute(self, labels: np.ndarray, logits: np.ndarray) -> float:
+        """A test-set metric from true labels and model logits."""
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Plugin]] = {
+    cls.kind: cls for cls in (Dataset, Split, Model, Optimizer, Attack, Trigger, Detector, Aggregator, Metric)
+}
+
+__all__ = [
+    "DatasetInfo", "DatasetArrays", "Facts", "Layer", "ServerContext", "Plugin", "Dataset", "Split", "Model",
+    "Optimizer", "Attack", "Trigger", "Detector", "Aggregator", "Metric", "KINDS",
+]

@@ -1,0 +1,1 @@
+"""A checked scenario: the model of a run, the checker, sweeps."""
