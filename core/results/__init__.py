@@ -1,0 +1,1 @@
+"""The HDF5 results file: writing, reading, reports."""
