@@ -25,6 +25,7 @@ from fedarena.core.plugin.interfaces import (
     Model,
     Optimizer,
     Plugin,
+    RunInfo,
     ServerContext,
     Split,
     Trigger,
@@ -33,5 +34,5 @@ from fedarena.core.plugin.params import param
 
 __all__ = [
     "Aggregator", "Attack", "Dataset", "DatasetArrays", "DatasetInfo", "Detector", "Facts", "Layer", "Metric",
-    "Model", "Optimizer", "Plugin", "ServerContext", "Split", "Trigger", "hookimpl", "param",
+    "Model", "Optimizer", "Plugin", "RunInfo", "ServerContext", "Split", "Trigger", "hookimpl", "param",
 ]

@@ -11,6 +11,7 @@ from fedarena import hookimpl
 from fedarena.core.plugin import docs as plugin_docs
 from fedarena.core.plugin.interfaces import Aggregator
 from fedarena.core.plugin.params import param
+from fedarena.core.plugin.kinds import KINDS
 from fedarena.core.plugin.registry import build_registry
 
 COMMITTED = plugin_docs.repository_root() / plugin_docs.DOC_PATH
@@ -46,7 +47,7 @@ def test_every_builtin_plugin_and_parameter_is_documented(rendered):
     builtin = [e for e in registry.entries() if e.cls.__module__.startswith("fedarena.plugins.")]
     assert builtin
     for entry in builtin:
-        title = plugin_docs.KIND_TITLES[entry.kind][0]
+        title = KINDS[entry.kind].title
         section = sections.get((title, entry.name))
         assert section is not None, f"no section for {entry.kind} '{entry.name}'"
         assert " ".join(entry.doc.split()) in " ".join(section.split())  # the summary `fedarena plugins` shows

@@ -11,9 +11,9 @@ import pytest
 from fedarena import hookimpl
 from fedarena.core.plugin import hookspecs
 from fedarena.core.plugin import registry as registry_module
-from fedarena.core.plugin.interfaces import KINDS, Attack
+from fedarena.core.plugin.interfaces import Attack
 from fedarena.core.plugin.params import declared_params, param
-from fedarena.core.plugin.registry import REGISTER_HOOKS, build_registry
+from fedarena.core.plugin.registry import build_registry
 
 from conftest import REPO, tiny_scenario
 
@@ -111,11 +111,6 @@ def test_parameter_declarations_carry_type_default_range_and_doc():
     assert size.required and size.as_dict()["default"] is None
     with pytest.raises(ValueError, match="'strength' must be <= 1, got 2"):
         Tuned(strength=2.0, size=1)
-
-
-def test_every_kind_has_a_registration_hook():
-    assert set(REGISTER_HOOKS) == set(KINDS)
-    assert set(REGISTER_HOOKS.values()) <= set(HOOKS)
 
 
 class OneOfEachKind:
@@ -248,9 +243,8 @@ def test_a_plugin_can_register_every_kind_and_a_scenario_runs_on_them(fedarena_r
 
 
 @pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_is_documented_and_tested(hook):
-    assert hook in (REPO / "docs" / "plugins.md").read_text(), f"{hook} is missing from docs/plugins.md"
-    implemented = any(re.search(rf"def {hook}\(", p.read_text()) for p in (REPO / "tests").glob("test_*.py"))
+def test_every_hook_is_implemented_by_a_test(hook):
+    implemented = any(re.search(rf"def {hook}\(", p.read_text()) for p in (REPO / "tests").rglob("test_*.py"))
     assert implemented, f"no test implements {hook}"
 
 

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from fedarena import hookimpl
 from fedarena.core.scenario.sweep import check
-from fedarena.core.plugin.interfaces import KINDS, Facts, Trigger
+from fedarena.core.plugin.interfaces import Facts, Trigger
+from fedarena.core.plugin.kinds import KINDS
 from fedarena.core.language.parser import parse
 from fedarena.core.plugin.params import param
 from fedarena.core.plugin.registry import default_registry
@@ -146,7 +147,7 @@ def test_trigger_checks():
 
 def test_triggers_are_a_kind_registered_through_their_hook():
     registry = default_registry()
-    assert KINDS["trigger"] is Trigger
+    assert KINDS["trigger"].base is Trigger
     assert registry.names("trigger") == ["blend", "dba", "pixel"]
     for name, cls in (("pixel", T.Pixel), ("blend", T.Blend), ("dba", T.DBA)):
         entry = registry.get("trigger", name)

@@ -145,7 +145,8 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from fedarena.core.plugin.interfaces import KINDS, Plugin
+    from fedarena.core.plugin.interfaces import Plugin
+    from fedarena.core.plugin.kinds import KINDS
     from fedarena.core.plugin.registry import default_registry
 
     registry = default_registry()

@@ -12,18 +12,10 @@ from fedarena.core.execution import interrupts
 from fedarena.core.scenario.check import Scenario
 from fedarena.core.errors import FedarenaError, RunError
 from fedarena.core.execution.failures import PluginFailure, failing_role
+from fedarena.core.plugin.interfaces import RunInfo
 from fedarena.core.plugin.registry import Registry
 from fedarena.core.results.writer import ResultsWriter, SweepFile
 from fedarena.core.execution.backends.worker import tff_workers
-
-
-@attrs.frozen
-class RunInfo:
-    """What lifecycle hooks receive about the run."""
-
-    scenario: Scenario
-    output: str
-    workers: tuple[str, ...]
 
 
 class Progress:
@@ -60,13 +52,7 @@ def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
     role = failing_role(error)
     if role is None:
         return ""
-    if role == "aggregator":
-        plugin, what = scenario.aggregator, "aggregator"
-    else:
-        kind, index = role.rsplit("_", 1)
-        plugin = (scenario.attacks[int(index)].attack if kind == "attack" else scenario.detectors[int(index)])
-        what = kind
-    return f"{what} '{registry.name_of(plugin)}' failed: "
+    return f"{role.kind} '{registry.name_of(role.plugin_in(scenario))}' failed: "
 
 
 def log_devices() -> None:

@@ -21,24 +21,8 @@ import sys
 from pathlib import Path
 
 from fedarena.core.plugin.interfaces import Plugin
+from fedarena.core.plugin.kinds import KINDS
 
-# Headings and one-line introductions of each kind, in the order a scenario
-# names them.
-KIND_TITLES = {
-    "dataset": ("Datasets", "`dataset NAME(...)`: the data, split into training data for the clients and a "
-                "held-out test set for the server."),
-    "split": ("Splits", "`split NAME(...) over N clients`: how the training data is divided among the clients."),
-    "model": ("Models", "`model NAME(...)`: the Keras model every client trains."),
-    "optimizer": ("Optimizers", "`optimizer NAME(...)` inside `training { ... }`: the clients' local optimizer."),
-    "attack": ("Attacks", "`attack NAME(...) { clients N }`: what a group of malicious clients does, to its "
-               "training data (data poisoning) or to its updates at the server stage (model poisoning)."),
-    "trigger": ("Triggers", "`trigger = NAME(...)` as a parameter of a backdoor attack "
-                "(`backdoor(target = 0, trigger = pixel(size = 3))`): the pattern stamped on poisoned inputs."),
-    "detector": ("Detectors", "`detector NAME(...)`: scores each round's updates and drops the ones it judges "
-                 "malicious, before aggregation; detectors run in the order written."),
-    "aggregator": ("Aggregators", "`aggregator NAME(...)`: how the server combines the kept updates."),
-    "metric": ("Metrics", "Test-set metrics, computed at every evaluation (not named in scenarios)."),
-}
 
 DOC_PATH = Path("docs") / "plugin-reference.md"
 COMMAND = "python -m fedarena.core.plugin.docs"
@@ -47,7 +31,7 @@ COMMAND = "python -m fedarena.core.plugin.docs"
 def _builtin_entries(registry):
     """The registry's plugins that fedarena itself ships, by kind."""
     entries = [e for e in registry.entries() if e.cls.__module__.startswith("fedarena.plugins.")]
-    by_kind: dict[str, list] = {kind: [] for kind in KIND_TITLES}
+    by_kind: dict[str, list] = {kind: [] for kind in KINDS}
     for entry in entries:
         by_kind.setdefault(entry.kind, []).append(entry)
     return by_kind
@@ -136,18 +120,18 @@ def render(registry=None) -> str:
         "booleans `true` / `false`, strings in double quotes.",
         "",
     ]
-    kinds = [kind for kind in KIND_TITLES if by_kind.get(kind)] + sorted(
-        kind for kind in by_kind if kind not in KIND_TITLES and by_kind[kind]
+    kinds = [kind for kind in KINDS if by_kind.get(kind)] + sorted(
+        kind for kind in by_kind if kind not in KINDS and by_kind[kind]
     )
     lines += ["| kind | plugins |", "|---|---|"]
     for kind in kinds:
-        title = KIND_TITLES.get(kind, (kind.capitalize() + "s", ""))[0]
+        title = KINDS[kind].title if kind in KINDS else kind.capitalize() + "s"
         anchor = title.lower()
         names = ", ".join(f"`{e.name}`" for e in by_kind[kind])
         lines.append(f"| [{title}](#{anchor}) | {names} |")
     lines.append("")
     for kind in kinds:
-        title, intro = KIND_TITLES.get(kind, (kind.capitalize() + "s", ""))
+        title, intro = (KINDS[kind].title, KINDS[kind].intro) if kind in KINDS else (kind.capitalize() + "s", "")
         lines += [f"## {title}", ""]
         if intro:
             lines += [intro, ""]

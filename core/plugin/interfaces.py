@@ -107,6 +107,16 @@ class ServerContext:
         return np.concatenate(picked) if picked else np.zeros([0], np.int64)
 
 
+@attrs.frozen
+class RunInfo:
+    """What the lifecycle hooks receive about a run (`fedarena_run_start`,
+    `fedarena_round_end`, `fedarena_run_end`)."""
+
+    scenario: Any  # the checked `fedarena.core.scenario.check.Scenario`: settings and resolved plugins
+    output: str  # the results file's path (a sweep's points share one file)
+    workers: tuple[str, ...]  # addresses of the TFF workers the run uses (its own worker's included)
+
+
 class Plugin:
     """Base of every plugin class; ``kind`` names its registry."""
 
@@ -309,11 +319,7 @@ class Metric(Plugin):
         raise NotImplementedError
 
 
-KINDS: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (Dataset, Split, Model, Optimizer, Attack, Trigger, Detector, Aggregator, Metric)
-}
-
 __all__ = [
-    "DatasetInfo", "DatasetArrays", "Facts", "Layer", "ServerContext", "Plugin", "Dataset", "Split", "Model",
-    "Optimizer", "Attack", "Trigger", "Detector", "Aggregator", "Metric", "KINDS",
+    "DatasetInfo", "DatasetArrays", "Facts", "Layer", "ServerContext", "RunInfo", "Plugin", "Dataset", "Split", "Model",
+    "Optimizer", "Attack", "Trigger", "Detector", "Aggregator", "Metric",
 ]

@@ -23,7 +23,8 @@ import pluggy
 
 from fedarena.core.plugin import hookspecs
 from fedarena.core.errors import FedarenaError
-from fedarena.core.plugin.interfaces import KINDS, Plugin
+from fedarena.core.plugin.interfaces import Plugin
+from fedarena.core.plugin.kinds import KINDS
 from fedarena.core.plugin.params import declared_params
 
 ENTRY_POINT_GROUP = "fedarena"
@@ -41,18 +42,6 @@ def builtin_modules() -> list[str]:
         if not any(part.startswith("_") for part in info.name.split(".")):
             found.append(info.name)
     return sorted(found)
-# The registration hook of each kind.
-REGISTER_HOOKS = {
-    "dataset": "fedarena_register_datasets",
-    "split": "fedarena_register_splits",
-    "model": "fedarena_register_models",
-    "optimizer": "fedarena_register_optimizers",
-    "attack": "fedarena_register_attacks",
-    "trigger": "fedarena_register_triggers",
-    "detector": "fedarena_register_detectors",
-    "aggregator": "fedarena_register_aggregators",
-    "metric": "fedarena_register_metrics",
-}
 
 
 class PluginConflict(FedarenaError):
@@ -91,7 +80,7 @@ class KindRegistrar:
         self._registry, self.kind, self._provider = registry, kind, provider
 
     def add(self, name: str, cls: type) -> None:
-        base = KINDS[self.kind]
+        base = KINDS[self.kind].base
         if not (isinstance(cls, type) and issubclass(cls, base) and attrs.has(cls)):
             raise TypeError(f"{self.kind} plugin '{name}' must be an attrs class subclassing {base.__qualname__}")
         self._registry._add(PluginEntry(self.kind, name, cls, self._provider))
@@ -204,8 +193,8 @@ def build_registry(extra_plugins: tuple = ()) -> Registry:
     except pluggy.PluginValidationError as error:
         raise PluginConflict(f"a plugin implements a hook that does not exist: {error}") from None
 
-    for kind, hook_name in REGISTER_HOOKS.items():
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+    for kind, spec in KINDS.items():
+        for impl in getattr(manager.hook, spec.hook).get_hookimpls():
             registrar = KindRegistrar(registry, kind, providers.get(impl.plugin_name, Provider(impl.plugin_name, "")))
             try:
                 impl.function(registry=registrar)
