@@ -9,8 +9,9 @@ point, so any project that has fedarena installed gets them).
   for calling ``aggregate``, ``detect`` or ``poison_updates`` directly on a
   hand-made update matrix.
 - ``fedarena_run(text, plugins=(...))``: runs a scenario end to end on TFF
-  (with a worker it starts and stops) and returns the results file read back
-  as a `RunRecord`.
+  and returns the results file read back as a `RunRecord`.  Every run of a
+  test session shares one TFF worker (``fedarena_worker``), started once and
+  stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ def make_server_context(
     )
 
 
-def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls") -> RunRecord:
-    """Run scenario text (its output redirected into ``directory``)."""
+def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls",
+             workers: list[str] | None = None) -> RunRecord:
+    """Run scenario text (its output redirected into ``directory``) on the
+    given TFF workers, or on a worker of its own."""
     from fedarena.core.scenario.sweep import check
     from fedarena.core.language.parser import parse
     from fedarena.core.execution.runner import Progress, run_scenario
@@ -99,7 +102,7 @@ def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls")
     path.write_text(text)
     output = Path(directory) / (path.stem + ".h5")
     scenario = check(parse(text, str(path)), registry, str(output))
-    run_scenario(scenario, registry, force=True, progress=Progress(scenario.rounds, enabled=False))
+    run_scenario(scenario, registry, force=True, workers=workers, progress=Progress(scenario.rounds, enabled=False))
     return read_record(output)
 
 
@@ -115,11 +118,21 @@ def fedarena_server_context():
     return make_server_context
 
 
+@pytest.fixture(scope="session")
+def fedarena_worker():
+    """The addresses of one TFF worker that the whole test session shares
+    (started on first use, stopped when the session ends)."""
+    from fedarena.core.execution.backends.worker import tff_workers
+
+    with tff_workers() as pool:
+        yield pool.addresses
+
+
 @pytest.fixture
-def fedarena_run(tmp_path):
+def fedarena_run(tmp_path, fedarena_worker):
     """Factory: ``fedarena_run(text, plugins=(my_plugin,))`` -> RunRecord."""
 
     def run(text: str, plugins=()):
-        return run_text(text, tmp_path, plugins)
+        return run_text(text, tmp_path, plugins, workers=fedarena_worker)
 
     return run

@@ -3,6 +3,7 @@ and helpers to run the ``fedarena`` command as a user would."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -72,12 +73,38 @@ def edge_case_digits() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tff_context():
-    """One fedarena-owned TFF worker for the in-process tests of this session."""
+def tff_context(fedarena_worker):
+    """TFF's execution context over the session's one worker, installed for
+    the in-process tests of this session."""
     from fedarena.core.execution.backends.worker import tff_workers
 
-    with tff_workers() as pool:
+    with tff_workers(fedarena_worker) as pool:
         yield pool
+
+
+# End-to-end tests run scenarios on TFF (in-process or through the command);
+# `pytest -m "not e2e"` is the fast inner loop.  A test is end to end when it
+# uses one of these fixtures or calls one of these functions.
+E2E_FIXTURES = {"fedarena_run", "tff_context", "fedarena_worker"}
+E2E_CALLS = ("run_fedarena(", "fedarena_command(", "run_scenario(", "run_sweep(", "run_text(", "serve_points(",
+             "subprocess.Popen(")
+
+
+def _is_end_to_end(item) -> bool:
+    if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function else ""
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in E2E_CALLS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("e2e") is None and _is_end_to_end(item):
+            item.add_marker(pytest.mark.e2e)
 
 
 def fedarena_command(*args: str) -> list[str]:

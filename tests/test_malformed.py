@@ -140,7 +140,12 @@ def test_the_cli_prints_the_golden_report_and_exits_2(capsys):
 
 # ---------------------------------------------------------------------------
 # Anything at all: only ScenarioError (or UsageError for bytes that are not
-# UTF-8), never a traceback.
+# UTF-8), never a traceback, and never an "internal error": the parser turns
+# an unexpected exception into a diagnostic saying so, which must not happen.
+
+
+def _assert_not_internal(error: Exception) -> None:
+    assert "internal error" not in str(error), f"an unexpected exception became a diagnostic:\n{error}"
 
 # FEDARENA_FUZZ_EXAMPLES=5000 for a longer search.
 FUZZ = settings(max_examples=int(os.environ.get("FEDARENA_FUZZ_EXAMPLES", "150")), deadline=None,
@@ -159,8 +164,8 @@ def _read_bytes(data: bytes):
 def test_random_bytes_give_only_scenario_or_usage_errors(data):
     try:
         _read_bytes(data)
-    except (ScenarioError, UsageError):
-        pass
+    except (ScenarioError, UsageError) as error:
+        _assert_not_internal(error)
 
 
 def _corpus() -> list[str]:
@@ -200,12 +205,13 @@ def mutated(draw) -> str:
 def test_mutated_files_give_only_scenario_errors(registry, text):
     try:
         scenario = parse(text, "mutant.fls")
-    except ScenarioError:
+    except ScenarioError as error:
+        _assert_not_internal(error)
         return
     try:
         check_points(scenario, registry)
-    except ScenarioError:
-        pass
+    except ScenarioError as error:
+        _assert_not_internal(error)
     formatted = format_text(text, "mutant.fls")
     assert parse(formatted, "mutant.fls") == scenario
 
@@ -215,8 +221,22 @@ def test_mutated_files_give_only_scenario_errors(registry, text):
 def test_token_soup_gives_only_scenario_errors(text):
     try:
         parse('scenario "soup" {\n' + text + "\n}\n", "soup.fls")
-    except ScenarioError:
-        pass
+    except ScenarioError as error:
+        _assert_not_internal(error)
+
+
+def test_an_unexpected_exception_is_caught_by_the_fuzz_assertion(monkeypatch):
+    # The parser's last resort must be visible to the fuzz tests above.
+    from fedarena.core.language import parser
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(parser.ToSpec, "transform", broken)
+    with pytest.raises(ScenarioError) as caught:
+        parse('scenario "x" {\n  seed 1\n}\n', "x.fls")
+    with pytest.raises(AssertionError):
+        _assert_not_internal(caught.value)
 
 
 def test_errors_render_without_traceback_for_odd_spans():
