@@ -20,6 +20,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from fedarena.core.language.fmt import render_value
 from fedarena.core.plugin.interfaces import Plugin
 from fedarena.core.plugin.kinds import KINDS
 
@@ -56,15 +57,9 @@ def _default(info, registry) -> str:
     value = info.default
     if isinstance(value, Plugin):  # a nested plugin, as a scenario writes it
         return _code(registry.label(value))
-    if isinstance(value, tuple):  # lists are declared as tuples
-        value = list(value)
-    if isinstance(value, bool):
-        return _code("true" if value else "false")
-    if isinstance(value, str):
-        return _code(f'"{value}"')
     if value is None:
         return "none"
-    return _code(repr(value))
+    return _code(render_value(value))
 
 
 def _usage(entry) -> str:
