@@ -18,7 +18,9 @@ import h5py
 import numpy as np
 
 # Attributes that legitimately differ between two runs of the same scenario.
-VOLATILE_ATTRIBUTES = {"started_at", "finished_at", "scenario_file", "fedarena_version", "workers"}
+# ``class`` is a plugin's import path, provenance only: it changes when a
+# plugin's module moves, and nothing reads it back.
+VOLATILE_ATTRIBUTES = {"started_at", "finished_at", "scenario_file", "fedarena_version", "workers", "class"}
 
 
 def _items(f: h5py.File):
