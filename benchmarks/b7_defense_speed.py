@@ -28,7 +28,10 @@ def main(quick: bool = False) -> list[dict]:
     import tensorflow as tf
 
     from fedarena.core.testing import make_server_context
-    from fedarena.plugins import aggregators
+    from fedarena.plugins import _tensor
+    from fedarena.plugins.aggregators.bulyan import Bulyan
+    from fedarena.plugins.aggregators.krum import Krum
+    from fedarena.plugins.aggregators.multi_krum import MultiKrum
 
     repeats = 2 if quick else 3
     x = np.random.default_rng(0).standard_normal((K, D), dtype=np.float32)
@@ -40,13 +43,13 @@ def main(quick: bool = False) -> list[dict]:
         return tf.function(lambda u, w: rule.aggregate(u, w, ctx)[0], input_signature=spec)
 
     rules = {
-        "krum": compiled(aggregators.Krum(f=F)),
-        "bulyan": compiled(aggregators.Bulyan(f=F)),
-        "multi_krum": compiled(aggregators.MultiKrum(f=F)),
+        "krum": compiled(Krum(f=F)),
+        "bulyan": compiled(Bulyan(f=F)),
+        "multi_krum": compiled(MultiKrum(f=F)),
     }
     helpers = {
-        "coordinate median (tf.sort axis 0)": tf.function(lambda u, w: aggregators._coordinate_median(u), input_signature=spec),
-        "pairwise sq. distances (centred)": tf.function(lambda u, w: aggregators._pairwise_sq_distances(u), input_signature=spec),
+        "coordinate median (tf.sort axis 0)": tf.function(lambda u, w: _tensor.coordinate_median(u), input_signature=spec),
+        "pairwise sq. distances (centred)": tf.function(lambda u, w: _tensor.pairwise_sq_distances(u), input_signature=spec),
         "Gram in TF (tf.matmul)": tf.function(lambda u, w: tf.matmul(u, u, transpose_b=True), input_signature=spec),
     }
     for function in [*rules.values(), *helpers.values()]:

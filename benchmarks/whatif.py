@@ -208,7 +208,9 @@ def d3_krum_centre(quick: bool) -> list[dict]:
     import numpy as np
     import tensorflow as tf
 
-    from fedarena.plugins import aggregators as agg
+    from fedarena.plugins import _tensor
+    from fedarena.plugins.aggregators.krum import Krum
+    from fedarena.plugins.aggregators.multi_krum import MultiKrum
 
     k, d, f = 100, 1_000_000, 10
     x = np.random.default_rng(0).standard_normal((k, d), dtype=np.float32)
@@ -224,7 +226,7 @@ def d3_krum_centre(quick: bool) -> list[dict]:
         """Squared distances of rows centred on the Krum winner of a first,
         uncentred pass (used only to choose a central row)."""
         rough = distances(tf.matmul(r, r, transpose_b=True))
-        centred = r - r[tf.argmin(agg._krum_scores(rough, tf.ones([tf.shape(r)[0]], tf.bool), f))][None, :]
+        centred = r - r[tf.argmin(_tensor.krum_scores(rough, tf.ones([tf.shape(r)[0]], tf.bool), f))][None, :]
         return distances(tf.matmul(centred, centred, transpose_b=True))
 
     def centred_distances_sampled(r, f, share=16):
@@ -233,14 +235,14 @@ def d3_krum_centre(quick: bool) -> list[dict]:
         round's seed, so that an attacker cannot aim at it)."""
         block = r[:, : max(r.shape[1] // share, 1)]
         rough = distances(tf.matmul(block, block, transpose_b=True))
-        centred = r - r[tf.argmin(agg._krum_scores(rough, tf.ones([tf.shape(r)[0]], tf.bool), f))][None, :]
+        centred = r - r[tf.argmin(_tensor.krum_scores(rough, tf.ones([tf.shape(r)[0]], tf.bool), f))][None, :]
         return distances(tf.matmul(centred, centred, transpose_b=True))
 
     def scores(r):
-        return agg._krum_scores(centred_distances(r, f), tf.ones([tf.shape(r)[0]], tf.bool), f)
+        return _tensor.krum_scores(centred_distances(r, f), tf.ones([tf.shape(r)[0]], tf.bool), f)
 
     def scores_sampled(r):
-        return agg._krum_scores(centred_distances_sampled(r, f), tf.ones([tf.shape(r)[0]], tf.bool), f)
+        return _tensor.krum_scores(centred_distances_sampled(r, f), tf.ones([tf.shape(r)[0]], tf.bool), f)
 
     @tf.function(input_signature=spec)
     def krum_sampled(r):
@@ -258,8 +260,8 @@ def d3_krum_centre(quick: bool) -> list[dict]:
                                 transpose_a=True)
 
     current = {
-        "krum": tf.function(lambda r: agg.Krum(f=f).aggregate(r, tf.ones([k]), None)[0], input_signature=spec),
-        "multi_krum": tf.function(lambda r: agg.MultiKrum(f=f).aggregate(r, tf.ones([k]), None)[0], input_signature=spec),
+        "krum": tf.function(lambda r: Krum(f=f).aggregate(r, tf.ones([k]), None)[0], input_signature=spec),
+        "multi_krum": tf.function(lambda r: MultiKrum(f=f).aggregate(r, tf.ones([k]), None)[0], input_signature=spec),
     }
     candidate = {"krum": krum, "multi_krum": multi_krum}
     sampled = {"krum": krum_sampled}
@@ -275,8 +277,8 @@ def d3_krum_centre(quick: bool) -> list[dict]:
         return distances(tf.matmul(c, c, transpose_b=True))
 
     centrings = {
-        "plugin now": lambda r, f_: agg._pairwise_sq_distances(r),
-        "coordinate median": lambda r, f_: centred_on(r, agg._coordinate_median(r)),
+        "plugin now": lambda r, f_: _tensor.pairwise_sq_distances(r),
+        "coordinate median": lambda r, f_: centred_on(r, _tensor.coordinate_median(r)),
         "Krum-row centre": centred_distances,
         "Krum-row centre, 1/16 first pass": centred_distances_sampled,
         "none": lambda r, f_: distances(tf.matmul(r, r, transpose_b=True)),

@@ -189,7 +189,7 @@ class Natural(Split):
                       doc="merge: every writer goes to some client; sample: one random writer per client, rest unused")
 
     def partition(self, labels, num_clients, rng):
-        from fedarena.plugins.datasets import writers_of
+        from fedarena.plugins.datasets._writers import writers_of
 
         writers = writers_of(labels)
         if writers is None:

@@ -333,7 +333,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
     import tempfile
     from pathlib import Path
 
-    from fedarena.core.results.report import load_point
+    from fedarena.core.results.reader import load_point
 
     scratch = Path(tempfile.mkdtemp(prefix="fedarena-sweep-"))
     waiting = list(todo)
@@ -391,7 +391,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
                     status, _, message = line.partition("\t")
                     collect(server)
                     if status == "complete":
-                        view = load_point(sweep.path, SweepFile.group(index))
+                        view = load_point(sweep.path, index)
                         final = {m: view.final(m) for m in view.metrics if m != "round"}
                         ended(PointOutcome(index, points[index][0].label, "complete", final))
                     else:

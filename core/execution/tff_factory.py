@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedarena.core.execution.engine.computations import build_gather
 from fedarena.core.plugin.interfaces import Aggregator, Facts, Layer, ServerContext
 
 
@@ -75,9 +76,6 @@ def as_tff_factory(aggregator: Aggregator, facts: Facts | None = None, seed: int
             offsets = np.cumsum([0] + sizes[:-1])
             layers = tuple(Layer(f"value_{i}", shape, int(offset))
                            for i, (shape, offset) in enumerate(zip(shapes, offsets)))
-            row_type = tff.TensorType(np.float32, [dim])
-            rows_type = tff.TensorType(np.float32, [None, dim])
-
             @tff.tensorflow.computation
             def initial_round():
                 return tf.constant(0, tf.int32)
@@ -91,25 +89,11 @@ def as_tff_factory(aggregator: Aggregator, facts: Facts | None = None, seed: int
             def flatten(value):
                 return tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tf.nest.flatten(value)], axis=0)
 
-            # Gather: concatenate rows.
-            @tff.tensorflow.computation
-            def no_rows():
-                return tf.zeros([0, dim], tf.float32)
-
-            @tff.tensorflow.computation(rows_type, row_type)
-            def append_row(rows, row):
-                return tf.concat([rows, row[None]], axis=0)
-
-            @tff.tensorflow.computation(rows_type, rows_type)
-            def merge_rows(a, b):
-                return tf.concat([a, b], axis=0)
-
-            @tff.tensorflow.computation(rows_type)
-            def report(rows):
-                return rows
+            # Gather: concatenate rows, as the engine's round does.
+            gather = build_gather(flatten.type_signature.result)
 
             # Server step: the aggregator on the [K, d] matrix, packed back.
-            @tff.tensorflow.computation(tff.TensorType(np.int32), rows_type)
+            @tff.tensorflow.computation(tff.TensorType(np.int32), gather.rows_type)
             def server_step(round_number, rows):
                 count = tf.shape(rows)[0]
                 round_number = round_number + 1
@@ -126,8 +110,7 @@ def as_tff_factory(aggregator: Aggregator, facts: Facts | None = None, seed: int
 
             @tff.federated_computation(initialize.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
             def next_fn(state, value):
-                rows = tff.federated_aggregate(tff.federated_map(flatten, value), no_rows(), append_row,
-                                               merge_rows, report)
+                rows = gather(tff.federated_map(flatten, value))
                 out = tff.federated_map(server_step, tff.federated_zip((state, rows)))
                 return tff.templates.MeasuredProcessOutput(
                     state=out[0], result=out[1], measurements=tff.federated_value((), tff.SERVER)

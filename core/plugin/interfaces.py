@@ -202,8 +202,6 @@ class Attack(Plugin):
         """In TF: what the server stage calls, state in and state out:
         -> (updates, state).  Attacks with `initial_state` override this;
         the default calls `poison_updates` and passes the state through."""
-        if hasattr(self, "poison_updates_with_state"):  # TRANSITION: removed once plugins are split
-            return self.poison_updates_with_state(updates, own, benign, ctx, state)
         return self.poison_updates(updates, own, benign, ctx), state
 
 
@@ -271,17 +269,6 @@ class Detector(Plugin):
         -> (rows, score, keep, state).  Detectors that also change the rows
         they keep (FLAME clips and adds noise) or keep state across rounds
         override this; the default calls `detect`."""
-        import inspect
-
-        if hasattr(self, "detect_with_state") or len(inspect.signature(self.detect).parameters) == 3:
-            # TRANSITION: the old form on the full matrix; removed once plugins are split.
-            import tensorflow as tf
-
-            everything = tf.ones(tf.shape(rows)[:1], tf.bool)
-            if hasattr(self, "detect_with_state"):
-                return self.detect_with_state(rows, everything, ctx, state)
-            score, keep = self.detect(rows, everything, ctx)
-            return rows, score, keep, state
         score, keep = self.detect(rows, ctx)
         return rows, score, keep, state
 
@@ -305,8 +292,6 @@ class Aggregator(Plugin):
         """In TF: what the server stage calls, state in and state out:
         -> (aggregate, share, state).  Aggregators with `initial_state`
         override this; the default calls `aggregate`."""
-        if hasattr(self, "aggregate_with_state"):  # TRANSITION: removed once plugins are split
-            return self.aggregate_with_state(rows, weights, ctx, state)
         aggregate, share = self.aggregate(rows, weights, ctx)
         return aggregate, share, state
 

@@ -1,8 +1,9 @@
-"""Reading results files back, and turning them into plots, tables and a
-terminal summary (``fedarena report`` and ``fedarena show``).
+"""Plots, tables and a terminal summary of results files (``fedarena
+report`` and ``fedarena show``), from the runs `reader.load_runs` reads.
 
 A results file holds one run at its root, or a sweep: root attribute
-``kind = "sweep"`` and one run per group under ``/runs`` (docs/results.md).
+``kind = "sweep"`` and one run per group under ``/runs`` (`schema`,
+docs/results.md).
 """
 
 from __future__ import annotations
@@ -14,95 +15,11 @@ import textwrap
 from pathlib import Path
 
 import attrs
-import h5py
 import numpy as np
 
-from fedarena.core.errors import UsageError
-
-TEST_METRICS = ("test_accuracy", "test_loss")
-DETECTION_METRICS = ("detection_precision", "detection_recall")
-
-
-@attrs.frozen(eq=False)
-class RunView:
-    """One run read back from a results file."""
-
-    label: str
-    attrs: dict
-    metrics: dict  # name -> 1-D array, one entry per evaluated round
-    clients: dict  # name -> [round, slot] array
-    detection: dict  # name -> 1-D array per round
-    plugins: dict  # role -> attributes (name, parameters, distribution, ...)
-    attack_groups: tuple[str, ...]
-    assignment: np.ndarray  # attack group of every client, -1 for benign
-    point: dict  # a sweep point's assignments; empty for a single run
-
-    @property
-    def status(self) -> str:
-        return str(self.attrs.get("status", "?"))
-
-    def final(self, metric: str) -> float:
-        values = self.metrics.get(metric)
-        return float(values[-1]) if values is not None and len(values) else float("nan")
-
-    @property
-    def attack_metrics(self) -> list[str]:
-        return sorted(m for m in self.metrics if m != "round" and m not in TEST_METRICS + DETECTION_METRICS)
-
-    @property
-    def aggregator_label(self) -> str:
-        return _plugin_label(self.plugins.get("aggregator", {}))
-
-    @property
-    def attack_label(self) -> str:
-        """The attack groups with their sizes, e.g. ``alie x 4``; ``no attack``
-        when no client attacks."""
-        parts = []
-        for index, name in enumerate(self.attack_groups):
-            count = int(np.sum(self.assignment == index))
-            if count:
-                parts.append(f"{_plugin_label(self.plugins.get(f'attack_{name}', {}))} x {count}")
-        return " + ".join(parts) or "no attack"
-
-
-def _plugin_label(plugin_attrs: dict) -> str:
-    return str(plugin_attrs.get("label") or plugin_attrs.get("name") or plugin_attrs.get("parameters", "?"))
-
-
-def _read_group(group: h5py.Group, label: str) -> RunView:
-    def datasets(name):
-        return {k: v[()] for k, v in group[name].items()} if name in group else {}
-
-    plugins = {k: dict(v.attrs) for k, v in group["plugins"].items()} if "plugins" in group else {}
-    attack_groups = tuple(str(n) for n in group["split"].attrs.get("attack_groups", ())) if "split" in group else ()
-    point = json.loads(group.attrs["point"]) if "point" in group.attrs else {}
-    assignment = group["split/attack_group"][()] if "split/attack_group" in group else np.zeros(0, int)
-    return RunView(label, dict(group.attrs), datasets("metrics"), datasets("clients"), datasets("detection"),
-                   plugins, attack_groups, assignment, point)
-
-
-def load_runs(path: str | Path) -> list[RunView]:
-    """Every run in a results file (one for a run, all points of a sweep)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such results file")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as error:
-        raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
-    with f:
-        if f.attrs.get("kind") == "sweep":
-            runs = f.get("runs", {})
-            return [_read_group(runs[name], str(runs[name].attrs.get("label", name))) for name in sorted(runs)]
-        if "scenario" not in f.attrs:
-            raise UsageError(f"{path}: not a fedarena results file (no 'scenario' attribute)")
-        return [_read_group(f, path.stem)]
-
-
-def load_point(path: str | Path, group: str) -> RunView:
-    """One run of a sweep file, by its group (``runs/NNNN``), without reading the others."""
-    with h5py.File(path, "r", locking=False) as f:
-        return _read_group(f[group], str(f[group].attrs.get("label", group)))
+from fedarena.core.results import schema
+from fedarena.core.results.reader import RunView, load_runs, plugin_label
+from fedarena.core.results.schema import DETECTION_METRICS, TEST_METRICS
 
 
 def accuracy_drops(runs: list[RunView]) -> dict[int, float]:
@@ -115,14 +32,13 @@ def accuracy_drops(runs: list[RunView]) -> dict[int, float]:
 
     def setting(run: RunView) -> tuple:
         varied = tuple(sorted((k, v) for k, v in run.point.items() if not k.startswith("attack")))
-        defenses = tuple(_plugin_label(v) for k, v in sorted(run.plugins.items()) if k.startswith("detector_"))
-        return varied, run.aggregator_label, defenses
+        return varied, run.aggregator_label, tuple(run.detector_labels)
 
     clean: dict[tuple, list[float]] = {}
     for run in runs:
-        if run.attack_label == "no attack" and not math.isnan(run.final("test_accuracy")):
-            clean.setdefault(setting(run), []).append(run.final("test_accuracy"))
-    return {i: float(np.mean(clean[setting(run)])) - run.final("test_accuracy")
+        if run.attack_label == "no attack" and not math.isnan(run.final(schema.TEST_ACCURACY)):
+            clean.setdefault(setting(run), []).append(run.final(schema.TEST_ACCURACY))
+    return {i: float(np.mean(clean[setting(run)])) - run.final(schema.TEST_ACCURACY)
             for i, run in enumerate(runs) if run.attack_label != "no attack" and setting(run) in clean}
 
 
@@ -138,20 +54,20 @@ def show(path: str | Path) -> str:
     lines = [f"{path}: {len(runs)} run{'s' if len(runs) != 1 else ''}"]
     drops = accuracy_drops(runs)
     for index, run in enumerate(runs):
-        done, planned = run.attrs.get("rounds_done", 0), run.attrs.get("rounds_planned", "?")
+        done, planned = run.attrs.get(schema.ROUNDS_DONE, 0), run.attrs.get(schema.ROUNDS_PLANNED, "?")
         lines.append(f"{run.label}: {run.status}, {done}/{planned} rounds")
-        if "error" in run.attrs:
-            lines.append(f"  error: {run.attrs['error']}")
+        if schema.ERROR in run.attrs:
+            lines.append(f"  error: {run.attrs[schema.ERROR]}")
         finals = [f"{m} {_fmt(run.final(m))}" for m in TEST_METRICS + tuple(run.attack_metrics) if m in run.metrics]
         if finals:
             lines.append("  final: " + ", ".join(finals))
         lines.append(f"  aggregator: {run.aggregator_label}; attack: {run.attack_label}")
         if index in drops:
             lines.append(f"  accuracy drop against the same run without attackers: {_fmt(drops[index])}")
-        detectors = [_plugin_label(v) for k, v in sorted(run.plugins.items()) if k.startswith("detector_")]
+        detectors = run.detector_labels
         if run.detection:
             tp, fp, fn = (int(run.detection.get(k, np.zeros(0)).sum())
-                          for k in ("true_positives", "false_positives", "false_negatives"))
+                          for k in (schema.TRUE_POSITIVES, schema.FALSE_POSITIVES, schema.FALSE_NEGATIVES))
             caught = f"dropped {tp} of {tp + fn} malicious updates and {fp} benign ones"
             lines.append(f"  detection ({', '.join(detectors) or 'non-finite updates only'}): {caught}")
     return "\n".join(lines)
@@ -197,8 +113,8 @@ def plot_metrics(runs: list[RunView], out: Path) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
     for run in runs:
-        if "test_accuracy" in run.metrics:
-            ax.plot(run.metrics["round"], run.metrics["test_accuracy"], marker=".", label=run.label)
+        if schema.TEST_ACCURACY in run.metrics:
+            ax.plot(run.metrics[schema.ROUND], run.metrics[schema.TEST_ACCURACY], marker=".", label=run.label)
     ax.set(xlabel="round", ylabel="test accuracy", title="Clean test accuracy", ylim=(0, 1.02))
     _integer_rounds(ax)
     ax.grid(alpha=0.3)
@@ -207,7 +123,7 @@ def plot_metrics(runs: list[RunView], out: Path) -> Path:
         ax = axes[0][1]
         for run in runs:
             for metric in run.attack_metrics:
-                ax.plot(run.metrics["round"], run.metrics[metric], marker=".", label=f"{run.label}: {metric}")
+                ax.plot(run.metrics[schema.ROUND], run.metrics[metric], marker=".", label=f"{run.label}: {metric}")
         ax.set(xlabel="round", ylabel="attack metric", title="Attack success", ylim=(0, 1.02))
         _integer_rounds(ax)
         ax.grid(alpha=0.3)
@@ -223,22 +139,22 @@ def plot_client_scores(run: RunView, out: Path, index: int) -> Path | None:
     """Per-client scores per round (the first detector's, else update norms),
     malicious clients marked."""
     clients = run.clients
-    if "update_norm" not in clients or not clients["update_norm"].size:
+    if schema.UPDATE_NORM not in clients or not clients[schema.UPDATE_NORM].size:
         return None
-    scores = clients.get("detector_scores")
+    scores = clients.get(schema.DETECTOR_SCORES)
     if scores is not None and scores.ndim == 3 and scores.shape[2] > 0:
-        values, what = scores[:, :, 0], "score of " + _plugin_label(run.plugins.get("detector_0", {}))
+        values, what = scores[:, :, 0], "score of " + plugin_label(run.plugins.get(schema.DETECTOR_PREFIX + "0", {}))
     else:
-        values, what = clients["update_norm"], "update norm"
+        values, what = clients[schema.UPDATE_NORM], "update norm"
     rounds = np.broadcast_to(np.arange(1, values.shape[0] + 1)[:, None], values.shape)
-    malicious = clients["malicious"].astype(bool)
+    malicious = clients[schema.MALICIOUS].astype(bool)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.scatter(rounds[~malicious], values[~malicious], s=12, c="tab:blue", label="benign", alpha=0.7)
     if malicious.any():
         ax.scatter(rounds[malicious], values[malicious], s=22, c="tab:red", marker="x", label="malicious")
-    if "kept" in clients and (~clients["kept"].astype(bool)).any():
-        dropped = ~clients["kept"].astype(bool)
+    if schema.KEPT in clients and (~clients[schema.KEPT].astype(bool)).any():
+        dropped = ~clients[schema.KEPT].astype(bool)
         ax.scatter(rounds[dropped], values[dropped], s=70, facecolors="none", edgecolors="black", label="dropped")
     ax.set(xlabel="round", ylabel=what, title=f"Per-client {what}: {run.label}")
     _integer_rounds(ax)
@@ -281,7 +197,8 @@ def summary_table(runs: list[RunView]) -> str:
                *attack_metrics, *DETECTION_METRICS]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for index, run in enumerate(runs):
-        cells = [run.label, run.status, str(run.attrs.get("rounds_done", "")), run.aggregator_label, run.attack_label]
+        cells = [run.label, run.status, str(run.attrs.get(schema.ROUNDS_DONE, "")), run.aggregator_label,
+                 run.attack_label]
         cells += [_fmt(run.final(m)) for m in TEST_METRICS]
         cells += [_fmt(drops.get(index, float("nan")))] if drops else []
         cells += [_fmt(run.final(m)) for m in (*attack_metrics, *DETECTION_METRICS)]
@@ -290,11 +207,11 @@ def summary_table(runs: list[RunView]) -> str:
 
 
 def write_csv(run: RunView, path: Path) -> Path:
-    names = ["round"] + [m for m in run.metrics if m != "round"]
+    names = [schema.ROUND] + [m for m in run.metrics if m != schema.ROUND]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(names)
-        for i in range(len(run.metrics.get("round", []))):
+        for i in range(len(run.metrics.get(schema.ROUND, []))):
             writer.writerow([run.metrics[n][i] for n in names])
     return path
 
@@ -310,7 +227,7 @@ def report(paths: list[str], out: str | Path, with_csv: bool = False) -> list[Pa
     for index, run in enumerate(runs):
         written.append(plot_client_scores(run, out, index))
     if len(runs) > 1:
-        for metric in ["test_accuracy"] + sorted({m for r in runs for m in r.attack_metrics}):
+        for metric in [schema.TEST_ACCURACY] + sorted({m for r in runs for m in r.attack_metrics}):
             written.append(plot_heatmap(runs, metric, out))
     summary = out / "summary.md"
     summary.write_text("# fedarena report\n\n" + summary_table(runs))

@@ -1,4 +1,6 @@
-"""The HDF5 record of a run (schema: docs/results.md).
+"""Writing the HDF5 record of a run or a sweep, in the layout of
+`fedarena.core.results.schema` (docs/results.md); reading it back, to
+resume, goes through `fedarena.core.results.reader`.
 
 The file is opened, appended to and closed once per round, so that between
 rounds it is complete and readable by anyone, and a crash (even SIGKILL)
@@ -15,13 +17,13 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-import attrs
 import h5py
 import numpy as np
 
 from fedarena.core.errors import UsageError
+from fedarena.core.results import reader, schema
+from fedarena.core.results.reader import Checkpoint
 
-STATUSES = ("running", "complete", "interrupted", "failed")
 _STRING = h5py.string_dtype()
 
 
@@ -44,16 +46,6 @@ def claim_output(path: str | os.PathLike, force: bool) -> Path:
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name for the results")
     return path
-
-
-@attrs.frozen(eq=False)
-class Checkpoint:
-    """Where a run stopped: what `--resume` continues from."""
-
-    rounds_done: int
-    weights: np.ndarray | None
-    state: dict
-    detection_totals: dict
 
 
 class ResultsWriter:
@@ -79,27 +71,27 @@ class ResultsWriter:
 
     def _checkpoint(self, f: h5py.Group, scenario) -> Checkpoint:
         digest = hashlib.sha256(scenario.source.encode()).hexdigest()
-        if f.attrs.get("scenario_sha256") != digest:
+        if f.attrs.get(schema.SCENARIO_SHA256) != digest:
             raise UsageError(
                 f"{self.path} was written by a different scenario text; resume with the same file, "
                 f"or start anew with --force"
             )
-        if f.attrs.get("status") == "complete":
+        if f.attrs.get(schema.STATUS) == schema.COMPLETE:
             raise UsageError(f"{self.path} is already complete; there is nothing to resume")
-        done = int(f.attrs["rounds_done"])
-        for group in ("clients", "timing", "detection"):
+        # Drop what was written after the last completed round.
+        done = int(f.attrs[schema.ROUNDS_DONE])
+        for group in schema.PER_ROUND_GROUPS:
             for dataset in f[group].values():
                 dataset.resize(done, axis=0)
-        metrics_rounds = f["metrics/round"][()] if "round" in f["metrics"] else np.zeros(0)
+        metrics = f[schema.METRICS]
+        metrics_rounds = metrics[schema.ROUND][()] if schema.ROUND in metrics else np.zeros(0)
         kept = int(np.sum(metrics_rounds <= done))
-        for dataset in f["metrics"].values():
+        for dataset in metrics.values():
             dataset.resize(kept, axis=0)
-        weights = f["model/weights"][()] if "model/weights" in f else None
-        state = {key: {name: v[()] for name, v in group.items()} for key, group in f["checkpoint/state"].items()}
-        totals = {name: int(v[()].sum()) for name, v in f["detection"].items() if name != "round"}
-        f.attrs["status"] = "running"
-        f.attrs["resumed_at"] = _now()
-        return Checkpoint(done, weights, state, totals)
+        checkpoint = reader.checkpoint(f)
+        f.attrs[schema.STATUS] = schema.RUNNING
+        f.attrs[schema.RESUMED_AT] = _now()
+        return checkpoint
 
     @contextlib.contextmanager
     def _open(self, mode: str = "a"):
@@ -117,38 +109,38 @@ class ResultsWriter:
                 if self.group in f:
                     del f[self.group]
         with self._open("w" if self.group == "/" else "a") as f:
-            f.attrs["fedarena_version"] = __version__
-            f.attrs["scenario"] = scenario.source
-            f.attrs["scenario_sha256"] = hashlib.sha256(scenario.source.encode()).hexdigest()
-            f.attrs["scenario_file"] = scenario.filename
-            f.attrs["title"] = scenario.title
-            f.attrs["seed"] = scenario.seed
-            f.attrs["rounds_planned"] = scenario.rounds
-            f.attrs["rounds_done"] = 0
-            f.attrs["status"] = "running"
-            f.attrs["started_at"] = _now()
-            f.attrs["workers"] = ",".join(workers) if workers else "local"
-            versions = f.create_group("versions")
-            for dist in ("tensorflow", "tensorflow-federated", "numpy", "h5py", "pluggy", "lark", "attrs"):
+            f.attrs[schema.FEDARENA_VERSION] = __version__
+            f.attrs[schema.SCENARIO] = scenario.source
+            f.attrs[schema.SCENARIO_SHA256] = hashlib.sha256(scenario.source.encode()).hexdigest()
+            f.attrs[schema.SCENARIO_FILE] = scenario.filename
+            f.attrs[schema.TITLE] = scenario.title
+            f.attrs[schema.SEED] = scenario.seed
+            f.attrs[schema.ROUNDS_PLANNED] = scenario.rounds
+            f.attrs[schema.ROUNDS_DONE] = 0
+            f.attrs[schema.STATUS] = schema.RUNNING
+            f.attrs[schema.STARTED_AT] = _now()
+            f.attrs[schema.WORKERS] = ",".join(workers) if workers else schema.LOCAL_WORKERS
+            versions = f.create_group(schema.VERSIONS)
+            for dist in schema.VERSIONED_DISTRIBUTIONS:
                 versions.attrs[dist] = _version(dist)
-            plugins = f.create_group("plugins")
+            plugins = f.create_group(schema.PLUGINS)
             for role, plugin in scenario.plugins():
                 provider = registry.provider_of(plugin)
-                group = plugins.create_group(role.replace(":", "_"))
-                group.attrs["role"] = role
-                group.attrs["name"] = registry.name_of(plugin)
-                group.attrs["label"] = registry.label(plugin)
-                group.attrs["class"] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
-                group.attrs["parameters"] = repr(plugin)
-                group.attrs["distribution"] = provider.distribution
-                group.attrs["version"] = provider.version
-            split = f.create_group("split")
-            split.create_dataset("class_histogram", data=class_histogram.astype(np.int64))
-            split.create_dataset("num_examples", data=class_histogram.sum(axis=1).astype(np.int64))
-            split.create_dataset("attack_group", data=attack_groups)
-            split.attrs["attack_groups"] = np.array([g.name for g in scenario.attacks], dtype=object).astype(_STRING) \
-                if scenario.attacks else np.array([], dtype=_STRING)
-            for group in ("metrics", "clients", "timing", "detection", "checkpoint/state"):
+                group = plugins.create_group(schema.plugin_group(role))
+                group.attrs[schema.PLUGIN_ROLE] = role
+                group.attrs[schema.PLUGIN_NAME] = registry.name_of(plugin)
+                group.attrs[schema.PLUGIN_LABEL] = registry.label(plugin)
+                group.attrs[schema.PLUGIN_CLASS] = f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+                group.attrs[schema.PLUGIN_PARAMETERS] = repr(plugin)
+                group.attrs[schema.PLUGIN_DISTRIBUTION] = provider.distribution
+                group.attrs[schema.PLUGIN_VERSION] = provider.version
+            split = f.create_group(schema.SPLIT)
+            split.create_dataset(schema.CLASS_HISTOGRAM, data=class_histogram.astype(np.int64))
+            split.create_dataset(schema.NUM_EXAMPLES, data=class_histogram.sum(axis=1).astype(np.int64))
+            split.create_dataset(schema.ATTACK_GROUP, data=attack_groups)
+            split.attrs[schema.ATTACK_GROUPS] = np.array([g.name for g in scenario.attacks], dtype=object) \
+                .astype(_STRING) if scenario.attacks else np.array([], dtype=_STRING)
+            for group in (schema.METRICS, *schema.PER_ROUND_GROUPS, schema.CHECKPOINT_STATE):
                 f.create_group(group)
 
     @staticmethod
@@ -164,25 +156,25 @@ class ResultsWriter:
     def write_round(self, result) -> None:
         with self._open() as f:
             for name, value in result.clients.items():
-                self._append(f["clients"], name, value)
-            self._append(f["timing"], "round", np.int32(result.round))
+                self._append(f[schema.CLIENTS], name, value)
+            self._append(f[schema.TIMING], schema.ROUND, np.int32(result.round))
             for stage, seconds in result.seconds.items():
-                self._append(f["timing"], f"{stage}_seconds", np.float64(seconds))
-            self._append(f["detection"], "round", np.int32(result.round))
+                self._append(f[schema.TIMING], stage + schema.SECONDS_SUFFIX, np.float64(seconds))
+            self._append(f[schema.DETECTION], schema.ROUND, np.int32(result.round))
             for name, count in result.detection.items():
-                self._append(f["detection"], name, np.int64(count))
+                self._append(f[schema.DETECTION], name, np.int64(count))
             if result.metrics:
-                self._append(f["metrics"], "round", np.int32(result.round))
+                self._append(f[schema.METRICS], schema.ROUND, np.int32(result.round))
                 for name, value in result.metrics.items():
-                    self._append(f["metrics"], name, np.float64(value))
+                    self._append(f[schema.METRICS], name, np.float64(value))
             # The latest global model and server-side plugin state: what a
             # resumed run starts from.
-            self._replace(f, "model/weights", result.weights)
+            self._replace(f, schema.MODEL_WEIGHTS, result.weights)
             for key, arrays in result.state.items():
                 for name, value in arrays.items():
-                    self._replace(f, f"checkpoint/state/{key}/{name}", value)
-            f["model"].attrs["round"] = result.round
-            f.attrs["rounds_done"] = result.round
+                    self._replace(f, schema.state_path(key, name), value)
+            f[schema.MODEL].attrs[schema.MODEL_ROUND] = result.round
+            f.attrs[schema.ROUNDS_DONE] = result.round
 
     @staticmethod
     def _replace(f: h5py.File, path: str, value: np.ndarray) -> None:
@@ -195,66 +187,69 @@ class ResultsWriter:
             f.create_dataset(path, data=value)
 
     def finish(self, status: str, message: str = "") -> None:
-        assert status in STATUSES
+        assert status in schema.STATUSES
         with self._open() as f:
-            f.attrs["status"] = status
-            f.attrs["finished_at"] = _now()
+            f.attrs[schema.STATUS] = status
+            f.attrs[schema.FINISHED_AT] = _now()
             if message:
-                f.attrs["error"] = message
+                f.attrs[schema.ERROR] = message
 
 
 class SweepFile:
     """One file for a whole sweep: root attribute ``kind = "sweep"``, an
     index of the points (``/index/label``, ``/index/point``,
     ``/index/status``), and each point's run in ``/runs/NNNN`` with the
-    schema of a single run."""
+    layout of a single run (`schema`)."""
 
     def __init__(self, path: str | os.PathLike, force: bool = False, resume: bool = False):
         self.path = Path(path) if resume else claim_output(path, force)
 
     @staticmethod
     def group(index: int) -> str:
-        return f"runs/{index:04d}"
+        return schema.point_group(index)
 
     def start(self, source: str, title: str, labels: list[str], points: list[dict]) -> None:
         from fedarena import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(self.path, "w") as f:
-            f.attrs["kind"] = "sweep"
-            f.attrs["fedarena_version"] = __version__
-            f.attrs["scenario"] = source
-            f.attrs["scenario_sha256"] = hashlib.sha256(source.encode()).hexdigest()
-            f.attrs["title"] = title
-            f.attrs["runs"] = len(labels)
-            f.attrs["status"] = "running"
-            f.attrs["started_at"] = _now()
-            f.create_dataset("index/label", data=np.array(labels, dtype=object), dtype=_STRING)
-            f.create_dataset("index/point", data=np.array([json.dumps(p) for p in points], dtype=object),
+            f.attrs[schema.KIND] = schema.SWEEP_KIND
+            f.attrs[schema.FEDARENA_VERSION] = __version__
+            f.attrs[schema.SCENARIO] = source
+            f.attrs[schema.SCENARIO_SHA256] = hashlib.sha256(source.encode()).hexdigest()
+            f.attrs[schema.TITLE] = title
+            f.attrs[schema.RUNS] = len(labels)
+            f.attrs[schema.STATUS] = schema.RUNNING
+            f.attrs[schema.STARTED_AT] = _now()
+            f.create_dataset(schema.INDEX_LABEL, data=np.array(labels, dtype=object), dtype=_STRING)
+            f.create_dataset(schema.INDEX_POINT, data=np.array([json.dumps(p) for p in points], dtype=object),
                              dtype=_STRING)
-            f.create_dataset("index/status", data=np.array(["pending"] * len(labels), dtype=object), dtype=_STRING)
-            f.create_group("runs")
+            f.create_dataset(schema.INDEX_STATUS, data=np.array([schema.PENDING] * len(labels), dtype=object),
+                             dtype=_STRING)
+            f.create_group(schema.RUNS)
 
     def statuses(self, source: str) -> list[str]:
         """For --resume: each point's status, after checking it is the same sweep."""
         if not self.path.is_file():
             raise UsageError(f"{self.path} does not exist; there is nothing to resume (run without --resume)")
-        with h5py.File(self.path, "r") as f:
-            if f.attrs.get("kind") != "sweep" or f.attrs.get("scenario_sha256") != hashlib.sha256(
+        with reader.open_results(self.path) as f:
+            if not reader.is_sweep(f) or f.attrs.get(schema.SCENARIO_SHA256) != hashlib.sha256(
                 source.encode()
             ).hexdigest():
                 raise UsageError(f"{self.path} was written by a different scenario text; resume with the same "
                                  f"file, or start anew with --force")
-            return [s.decode() if isinstance(s, bytes) else str(s) for s in f["index/status"][()]]
+            return reader.point_statuses(f)
 
     def label(self, index: int, label: str, point: dict) -> None:
         with h5py.File(self.path, "a") as f:
             group = f.require_group(self.group(index))
-            group.attrs["label"], group.attrs["point"], group.attrs["index"] = label, json.dumps(point), index
+            group.attrs[schema.POINT_LABEL] = label
+            group.attrs[schema.POINT_ASSIGNMENTS] = json.dumps(point)
+            group.attrs[schema.POINT_INDEX] = index
 
     def mark(self, index: int, status: str) -> None:
         with h5py.File(self.path, "a") as f:
-            f["index/status"][index] = status
+            f[schema.INDEX_STATUS][index] = status
 
     def merge(self, index: int, run_file: Path) -> None:
         """Copy a point's own results file (from a parallel job) into its group."""
@@ -270,5 +265,5 @@ class SweepFile:
 
     def finish(self, status: str) -> None:
         with h5py.File(self.path, "a") as f:
-            f.attrs["status"] = status
-            f.attrs["finished_at"] = _now()
+            f.attrs[schema.STATUS] = status
+            f.attrs[schema.FINISHED_AT] = _now()

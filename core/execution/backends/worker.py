@@ -14,8 +14,9 @@ the worker of a run, the address given to ``fedarena worker``.
 ``FEDARENA_WORKER_ISOLATION`` (auto, required, off) says what to do where it
 is not allowed.
 
-The execution context talks to the worker through TFF's ``RemoteExecutor``,
-the same path that reaches workers on other machines.
+The execution context (`fedarena.core.execution.backends.tff_context`) talks
+to the worker through TFF's ``RemoteExecutor``, the same path that reaches
+workers on other machines.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ import time
 from pathlib import Path
 
 from fedarena.core.errors import RunError, UsageError
+# The execution context over the workers is built in `tff_context`, fedarena's
+# one door into TFF's private modules; `execution_context` stays importable here.
+from fedarena.core.execution.backends.tff_context import execution_context, installed, remote_stub
 
 _PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_S = 60.0
@@ -339,10 +343,8 @@ def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S):
     ``process`` (a `LocalWorker` or a `subprocess.Popen`) is the worker's,
     if it is ours: its end fails at once."""
     import grpc
-    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
-    channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+    stub = remote_stub(grpc.insecure_channel(address, _GRPC_OPTIONS))
     deadline = time.monotonic() + timeout
     delay = 0.002
     while not stub.is_ready:
@@ -355,52 +357,6 @@ def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S):
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return stub
-
-
-def execution_context(stubs):
-    """A synchronous TFF execution context over remote executor stubs.
-
-    One stub gives TFF's ordinary context; several give the mergeable-
-    computation context, which splits the clients of a call across them.
-    """
-    from tensorflow_federated.python.core.backends.native import compiler, mergeable_comp_compiler
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-    from tensorflow_federated.python.core.impl.execution_contexts import (
-        async_execution_context,
-        mergeable_comp_execution_context,
-        sync_execution_context,
-    )
-    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-    from tensorflow_federated.python.core.impl.executors import remote_executor
-    from tensorflow_federated.python.core.impl.types import placements
-
-    def factory_for(stub):
-        def stack_fn(cardinalities):
-            # A call with no CLIENTS argument still needs a cardinality.
-            cardinalities.setdefault(placements.CLIENTS, 0)
-            executor = remote_executor.RemoteExecutor(stub)
-            executor.set_cardinalities(cardinalities)
-            return executor
-
-        return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
-
-    common = dict(
-        transform_args=tensorflow_computation.transform_args,
-        transform_result=tensorflow_computation.transform_result,
-    )
-    if len(stubs) == 1:
-        return sync_execution_context.SyncExecutionContext(
-            executor_fn=factory_for(stubs[0]), compiler_fn=compiler.desugar_and_transform_to_native, **common
-        )
-    async_contexts = [
-        async_execution_context.AsyncExecutionContext(
-            executor_fn=factory_for(stub), compiler_fn=compiler.transform_to_native_form, **common
-        )
-        for stub in stubs
-    ]
-    return mergeable_comp_execution_context.MergeableCompExecutionContext(
-        async_contexts=async_contexts, compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form
-    )
 
 
 class WorkerPool:
@@ -453,8 +409,6 @@ def tff_workers(addresses: list[str] | None = None):
     where the machine allows it, and stop it on the way out, whatever the
     way out is.  Yields the `WorkerPool` in use.
     """
-    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-
     started: list[LocalWorker] = []
     try:
         if addresses:
@@ -471,7 +425,7 @@ def tff_workers(addresses: list[str] | None = None):
                 raise RunError(f"{error}\n{worker.log_tail()}") from None
         pool = WorkerPool(stubs, {w.address: w for w in started})
         context = execution_context(list(stubs.values()))
-        with context_stack_impl.context_stack.install(context):
+        with installed(context):
             yield pool
     finally:
         for worker in started:

@@ -1,0 +1,221 @@
+"""Reading results files back: the one reader, which every other part of
+fedarena uses (``fedarena show`` and ``report``, ``--resume``, a sweep's
+parallel jobs).  The layout it reads is `fedarena.core.results.schema`.
+
+Files are opened read-only and without HDF5's file lock, so that a run's
+file can be read while the run goes on (it is complete between rounds).
+The functions taking an ``h5py.Group`` read one run, whether it is a whole
+file or a sweep point's group (``runs/NNNN``); the writer calls them too,
+on the file it has open to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import attrs
+import h5py
+import numpy as np
+
+from fedarena.core.errors import UsageError
+from fedarena.core.results import schema
+
+
+# --------------------------------------------------------------------------
+# Opening a file.
+
+
+@contextlib.contextmanager
+def open_results(path: str | Path):
+    """A results file opened read-only (single run or sweep), closed on exit."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such results file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as error:
+        raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
+    with f:
+        yield f
+
+
+def is_sweep(f: h5py.File) -> bool:
+    return f.attrs.get(schema.KIND) == schema.SWEEP_KIND
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def point_statuses(f: h5py.File) -> list[str]:
+    """A sweep's ``/index/status``: each point's status, in order."""
+    return [_text(s) for s in f[schema.INDEX_STATUS][()]]
+
+
+def run_groups(f: h5py.File) -> list[tuple[h5py.Group, str | None]]:
+    """Every run in an open file with its label: the points of a sweep in
+    order (labelled as they were in the sweep), or the file itself (label
+    None) for a single run."""
+    if is_sweep(f):
+        runs = f.get(schema.RUNS, {})
+        return [(runs[name], str(runs[name].attrs.get(schema.POINT_LABEL, name))) for name in sorted(runs)]
+    return [(f, None)]
+
+
+# --------------------------------------------------------------------------
+# One run's parts.
+
+
+def run_attributes(group: h5py.Group) -> dict:
+    """The run's attributes (`schema.RUN_ATTRIBUTES`, plus a point's)."""
+    return dict(group.attrs)
+
+
+def _datasets(group: h5py.Group, name: str) -> dict[str, np.ndarray]:
+    return {k: v[()] for k, v in group[name].items()} if name in group else {}
+
+
+def metrics(group: h5py.Group) -> dict[str, np.ndarray]:
+    """``/metrics``: name -> 1-D array, one entry per evaluated round."""
+    return _datasets(group, schema.METRICS)
+
+
+def clients(group: h5py.Group) -> dict[str, np.ndarray]:
+    """``/clients``: name -> ``[round, slot]`` array."""
+    return _datasets(group, schema.CLIENTS)
+
+
+def detection(group: h5py.Group) -> dict[str, np.ndarray]:
+    """``/detection``: name -> 1-D array, one entry per round."""
+    return _datasets(group, schema.DETECTION)
+
+
+def timing(group: h5py.Group) -> dict[str, np.ndarray]:
+    """``/timing``: name -> 1-D array, one entry per round."""
+    return _datasets(group, schema.TIMING)
+
+
+def plugins(group: h5py.Group) -> dict[str, dict]:
+    """``/plugins``: role group -> its attributes (name, label, parameters, ...)."""
+    return {k: dict(v.attrs) for k, v in group[schema.PLUGINS].items()} if schema.PLUGINS in group else {}
+
+
+def attack_groups(group: h5py.Group) -> tuple[str, ...]:
+    """The names of the run's attack blocks, in order."""
+    if schema.SPLIT not in group:
+        return ()
+    return tuple(str(n) for n in group[schema.SPLIT].attrs.get(schema.ATTACK_GROUPS, ()))
+
+
+def assignment(group: h5py.Group) -> np.ndarray:
+    """The attack block of every client, -1 for benign."""
+    path = f"{schema.SPLIT}/{schema.ATTACK_GROUP}"
+    return group[path][()] if path in group else np.zeros(0, int)
+
+
+def point(group: h5py.Group) -> dict:
+    """A sweep point's assignments; empty for a single run."""
+    return json.loads(group.attrs[schema.POINT_ASSIGNMENTS]) if schema.POINT_ASSIGNMENTS in group.attrs else {}
+
+
+@attrs.frozen(eq=False)
+class Checkpoint:
+    """Where a run stopped: what `--resume` continues from."""
+
+    rounds_done: int
+    weights: np.ndarray | None
+    state: dict
+    detection_totals: dict
+
+
+def checkpoint(group: h5py.Group) -> Checkpoint:
+    """The rounds done, the latest global model, the stateful plugins'
+    state and the detection counts summed over the rounds written.  Raises
+    ``KeyError`` if the run has not got that far (nothing to resume)."""
+    weights = group[schema.MODEL_WEIGHTS][()] if schema.MODEL_WEIGHTS in group else None
+    state = {key: {name: v[()] for name, v in arrays.items()} for key, arrays in group[schema.CHECKPOINT_STATE].items()}
+    totals = {name: int(v[()].sum()) for name, v in group[schema.DETECTION].items() if name != schema.ROUND}
+    return Checkpoint(int(group.attrs[schema.ROUNDS_DONE]), weights, state, totals)
+
+
+# --------------------------------------------------------------------------
+# Whole runs.
+
+
+def plugin_label(plugin_attrs: dict) -> str:
+    """How a plugin is shown: its label, else its name, else its parameters."""
+    return str(plugin_attrs.get(schema.PLUGIN_LABEL) or plugin_attrs.get(schema.PLUGIN_NAME)
+               or plugin_attrs.get(schema.PLUGIN_PARAMETERS, "?"))
+
+
+@attrs.frozen(eq=False)
+class RunView:
+    """One run read back from a results file."""
+
+    label: str
+    attrs: dict
+    metrics: dict  # name -> 1-D array, one entry per evaluated round
+    clients: dict  # name -> [round, slot] array
+    detection: dict  # name -> 1-D array per round
+    plugins: dict  # role -> attributes (name, parameters, distribution, ...)
+    attack_groups: tuple[str, ...]
+    assignment: np.ndarray  # attack group of every client, -1 for benign
+    point: dict  # a sweep point's assignments; empty for a single run
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs.get(schema.STATUS, "?"))
+
+    def final(self, metric: str) -> float:
+        values = self.metrics.get(metric)
+        return float(values[-1]) if values is not None and len(values) else float("nan")
+
+    @property
+    def attack_metrics(self) -> list[str]:
+        return sorted(m for m in self.metrics
+                      if m != schema.ROUND and m not in schema.TEST_METRICS + schema.DETECTION_METRICS)
+
+    @property
+    def aggregator_label(self) -> str:
+        return plugin_label(self.plugins.get(schema.AGGREGATOR_GROUP, {}))
+
+    @property
+    def detector_labels(self) -> list[str]:
+        """The detectors, in role order."""
+        return [plugin_label(v) for k, v in sorted(self.plugins.items()) if k.startswith(schema.DETECTOR_PREFIX)]
+
+    @property
+    def attack_label(self) -> str:
+        """The attack groups with their sizes, e.g. ``alie x 4``; ``no attack``
+        when no client attacks."""
+        parts = []
+        for index, name in enumerate(self.attack_groups):
+            count = int(np.sum(self.assignment == index))
+            if count:
+                parts.append(f"{plugin_label(self.plugins.get(schema.ATTACK_PREFIX + name, {}))} x {count}")
+        return " + ".join(parts) or "no attack"
+
+
+def read_run(group: h5py.Group, label: str) -> RunView:
+    """One run (a file's root, or a sweep point's group), every part read."""
+    return RunView(label, run_attributes(group), metrics(group), clients(group), detection(group), plugins(group),
+                   attack_groups(group), assignment(group), point(group))
+
+
+def load_runs(path: str | Path) -> list[RunView]:
+    """Every run in a results file (one for a run, all points of a sweep);
+    a single run is labelled with the file's stem."""
+    path = Path(path)
+    with open_results(path) as f:
+        if not is_sweep(f) and schema.SCENARIO not in f.attrs:
+            raise UsageError(f"{path}: not a fedarena results file (no '{schema.SCENARIO}' attribute)")
+        return [read_run(group, path.stem if label is None else label) for group, label in run_groups(f)]
+
+
+def load_point(path: str | Path, index: int) -> RunView:
+    """Point ``index`` of a sweep file, without reading the others."""
+    name = schema.point_group(index)
+    with open_results(path) as f:
+        return read_run(f[name], str(f[name].attrs.get(schema.POINT_LABEL, name)))

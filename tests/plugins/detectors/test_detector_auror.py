@@ -1,0 +1,47 @@
+"""Auror: the planted group, the exact 1-D split."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedarena.plugins.detectors import auror as D
+
+from detector_harness import (
+    DIM, FACTS, MLP_LAYERS, SOURCE, SOURCE_COLUMNS, auror_case, check_registers,
+    check_rows_dropped_earlier_stay_dropped_and_change_no_decision,
+    check_runs_on_empty_all_dropped_and_single_row_rounds, diverse_sybil_case, flip_case, layers_for, outlier_case, run,
+    sybil_case,
+)
+
+
+def test_auror_drops_the_planted_group():
+    updates = auror_case()
+    _, score, kept, _ = run(D.Auror(alpha=0.01), updates, layers=layers_for(40))
+    assert kept.tolist() == [True] * 10 + [False] * 3
+    assert score[10:].min() > score[:10].max()
+    # Benign only: no indicative feature, nothing dropped.
+    assert run(D.Auror(alpha=0.01), updates[:10], layers=layers_for(40))[2].all()
+
+
+def test_column_two_means_gap_is_the_exact_best_split():
+    x = np.random.default_rng(1).normal(size=(9, 6)).astype(np.float32)
+    expected = []
+    for column in x.T:
+        values = np.sort(column)
+        costs = [((values[:k] - values[:k].mean()) ** 2).sum() + ((values[k:] - values[k:].mean()) ** 2).sum()
+                 for k in range(1, len(values))]
+        k = int(np.argmin(costs)) + 1
+        expected.append(values[k:].mean() - values[:k].mean())
+    np.testing.assert_allclose(D.column_two_means_gap(tf.constant(x)).numpy(), expected, rtol=1e-5)
+
+
+def test_rows_dropped_earlier_stay_dropped_and_change_no_decision():
+    check_rows_dropped_earlier_stay_dropped_and_change_no_decision(D.Auror(), lambda: auror_case(seed=4), layers_for(40))
+
+
+def test_runs_on_empty_all_dropped_and_single_row_rounds():
+    check_runs_on_empty_all_dropped_and_single_row_rounds(D.Auror(), lambda: auror_case(seed=4), layers_for(40))
+
+
+def test_registration():
+    check_registers(D, "auror", D.Auror)
