@@ -16,16 +16,15 @@ from conftest import tiny_scenario
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, fedarena_worker):
     from fedarena.core.testing import run_text
-    from fedarena.core.execution.backends.worker import tff_workers
 
     folder = tmp_path_factory.mktemp("runs")
-    with tff_workers():
-        return [
-            run_text(tiny_scenario(rounds=3, aggregator=aggregator), folder, name=f"{aggregator}.fls")
-            for aggregator in ("fedavg", "median")
-        ]
+    return [
+        run_text(tiny_scenario(rounds=3, aggregator=aggregator), folder, name=f"{aggregator}.fls",
+                 workers=fedarena_worker)
+        for aggregator in ("fedavg", "median")
+    ]
 
 
 def test_report_writes_decodable_plots_and_a_heatmap_equal_to_the_files(two_runs, tmp_path, capsys):
@@ -33,7 +32,7 @@ def test_report_writes_decodable_plots_and_a_heatmap_equal_to_the_files(two_runs
     assert cli.main(["report", *paths, "--out", str(tmp_path), "--csv"]) == 0
     written = capsys.readouterr().out.split()
     for name in ("metrics.png", "clients_0.png", "clients_1.png", "heatmap_test_accuracy.png", "summary.md",
-                 "metrics_0.csv", "metrics_1.csv"):
+                 "metrics.csv", "metrics_0.csv", "metrics_1.csv"):
         assert str(tmp_path / name) in written
     for png in tmp_path.glob("*.png"):
         image = matplotlib.image.imread(png)
@@ -50,6 +49,13 @@ def test_report_writes_decodable_plots_and_a_heatmap_equal_to_the_files(two_runs
     assert f"{expected[0]:.4f}" in summary
     header, *lines = (tmp_path / "metrics_0.csv").read_text().splitlines()
     assert header.startswith("round,") and len(lines) == 3
+    # Several files: each is a value of the axis `file`, the heatmap's rows.
+    long = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert long[0] == "file,run,round,metric,value"
+    assert len(long) - 1 == 2 * 3 * 5  # 2 runs, 3 rounds, 5 metrics
+    assert long[1].startswith("fedavg,0,1,test_accuracy,")
+    final = (tmp_path / "final_values.md").read_text()
+    assert f"| fedavg | {expected[0]:.3f} |" in final and f"| median | {expected[1]:.3f} |" in final
 
 
 def test_show_summarises_status_metrics_and_detection(two_runs):
@@ -69,7 +75,7 @@ def test_show_and_report_refuse_what_is_not_a_results_file(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "missing.h5")]) == 2
 
 
-def test_a_run_file_holds_exactly_what_the_schema_describes(two_runs):
+def test_a_run_file_holds_exactly_what_the_schema_describes(two_runs, fedarena_worker):
     names = lambda fields: {f.name for f in fields}  # noqa: E731
     with reader.open_results(two_runs[0].path) as f:
         assert not reader.is_sweep(f)
@@ -79,7 +85,7 @@ def test_a_run_file_holds_exactly_what_the_schema_describes(two_runs):
         attributes = set(reader.run_attributes(f))
         assert attributes <= names(schema.RUN_ATTRIBUTES)
         assert names(schema.RUN_ATTRIBUTES) - attributes == {schema.RESUMED_AT, schema.ERROR}
-        assert f.attrs[schema.STATUS] == schema.COMPLETE and f.attrs[schema.WORKERS] == schema.LOCAL_WORKERS
+        assert f.attrs[schema.STATUS] == schema.COMPLETE and f.attrs[schema.WORKERS] == ",".join(fedarena_worker)
         assert set(reader.clients(f)) == names(schema.CLIENT_FIELDS)
         assert set(reader.timing(f)) == names(schema.TIMING_FIELDS)
         assert set(reader.detection(f)) == names(schema.DETECTION_FIELDS)
