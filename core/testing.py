@@ -9,9 +9,10 @@ point, so any project that has fedarena installed gets them).
   for calling ``aggregate``, ``detect`` or ``poison_updates`` directly on a
   hand-made update matrix.
 - ``fedarena_run(text, plugins=(...))``: runs a scenario end to end on TFF
-  and returns the results file read back as a `RunRecord`.  Every run of a
-  test session shares one TFF worker (``fedarena_worker``), started once and
-  stopped when the session ends.
+  (on the default backend: `fedarena.core.execution.backends.choice`) and
+  returns the results file read back as a `RunRecord`.
+- ``fedarena_worker``: the addresses of one TFF C++ worker that the whole
+  test session shares, started on first use.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def make_server_context(
 
 
 def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls",
-             workers: list[str] | None = None) -> RunRecord:
+             workers: list[str] | None = None, backend: str = "auto") -> RunRecord:
     """Run scenario text (its output redirected into ``directory``) on the
-    given TFF workers, or on a worker of its own."""
+    given TFF workers, or on ``backend``."""
     from fedarena.core.scenario.sweep import check
     from fedarena.core.language.parser import parse
     from fedarena.core.execution.runner import Progress, run_scenario
@@ -102,7 +103,8 @@ def run_text(text: str, directory: Path, plugins=(), name: str = "scenario.fls",
     path.write_text(text)
     output = Path(directory) / (path.stem + ".h5")
     scenario = check(parse(text, str(path)), registry, str(output))
-    run_scenario(scenario, registry, force=True, workers=workers, progress=Progress(scenario.rounds, enabled=False))
+    run_scenario(scenario, registry, force=True, workers=workers, progress=Progress(scenario.rounds, enabled=False),
+                 backend=backend)
     return read_record(output)
 
 
@@ -129,10 +131,10 @@ def fedarena_worker():
 
 
 @pytest.fixture
-def fedarena_run(tmp_path, fedarena_worker):
+def fedarena_run(tmp_path):
     """Factory: ``fedarena_run(text, plugins=(my_plugin,))`` -> RunRecord."""
 
     def run(text: str, plugins=()):
-        return run_text(text, tmp_path, plugins, workers=fedarena_worker)
+        return run_text(text, tmp_path, plugins)
 
     return run

@@ -32,6 +32,7 @@ def read_scenario(path: str):
 
 
 def cmd_run(args) -> int:
+    from fedarena.core.execution.backends.choice import check_combination, requested_backend
     from fedarena.core.plugin.registry import default_registry
     from fedarena.core.scenario.sweep import check_points
 
@@ -39,6 +40,9 @@ def cmd_run(args) -> int:
         raise UsageError("--resume continues an existing results file; --force would overwrite it: choose one")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
+    backend = requested_backend(args.backend)
+    check_combination(backend, workers)
     registry = default_registry()
     for problem in registry.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
@@ -52,14 +56,13 @@ def cmd_run(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from fedarena.core.execution.runner import Progress, run_scenario, run_sweep, serve_points
 
-    workers = [w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None
     if args.serve_points:
-        return serve_points(points, registry, workers)
+        return serve_points(points, registry, workers, backend)
     show_bar = {"auto": None, "bar": True, "none": False}[args.progress]
     if len(points) == 1 and (spec.sweep is None or args.point is not None):
         scenario = points[0][1]
         final = run_scenario(scenario, registry, force=args.force, workers=workers, resume=args.resume,
-                             progress=Progress(scenario.rounds, enabled=show_bar))
+                             progress=Progress(scenario.rounds, enabled=show_bar), backend=backend)
         shown = {name: value for name, value in final.items() if value == value}  # no NaN
         if not scenario.detectors:  # detection metrics then only count non-finite updates
             shown = {name: value for name, value in shown.items() if not name.startswith("detection_")}
@@ -78,7 +81,7 @@ def cmd_run(args) -> int:
             print(f"[{outcome.index + 1}/{len(points)}] {outcome.label}: {outcome.status}{detail}", file=sys.stderr)
 
     outcomes = run_sweep(points, registry, scenario_path=args.file, output=output, force=args.force,
-                         resume=args.resume, jobs=args.jobs, workers=workers, report=report)
+                         resume=args.resume, jobs=args.jobs, workers=workers, report=report, backend=backend)
     failed = [o for o in outcomes if o.status != "complete"]
     for outcome in failed:
         print(f"error: point {outcome.index} ({outcome.label}) {outcome.status}: {outcome.message}", file=sys.stderr)
@@ -181,7 +184,7 @@ def cmd_plugins(args) -> int:
 def cmd_report(args) -> int:
     from fedarena.core.results.report import report
 
-    written = report(args.files, args.out, with_csv=args.csv)
+    written = report(args.files, args.out, with_csv=args.csv, rows=args.rows, cols=args.cols)
     for path in written:
         print(path)
     return 0
@@ -196,7 +199,15 @@ def cmd_show(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from fedarena.core.execution.backends.choice import requested_backend, resolve
+
+    requested = requested_backend(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if resolve(requested) == "local":
+        from fedarena.core.execution.backends.service import serve_local
+
+        serve_local(args.host, args.port)
+        return 0
     from fedarena.core.execution.backends.worker import serve
 
     return serve(args.host, args.port)
@@ -224,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="overwrite an existing results file")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted or crashed run from the last round its results file holds")
+    run.add_argument("--backend", choices=("auto", "local", "worker"), default=None,
+                     help="where the rounds compute: local (fedarena's in-process executor, on the GPU if TensorFlow "
+                          "sees one), worker (TFF's C++ worker, CPU only) or auto (default, or FEDARENA_BACKEND)")
     run.add_argument("--workers", metavar="HOST:PORT,...",
-                     help="TFF executor services to use (default: start a local one and stop it at the end)")
+                     help="running `fedarena worker`s to split each round's clients across (default: none)")
     run.add_argument("--jobs", type=int, default=1,
                      help="for a sweep: run this many points at once, on as many processes (default: 1)")
     run.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one point of a sweep, alone
@@ -260,12 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report", help="plots and tables from results files",
-        description="Write PNG plots (test accuracy and attack success per round, per-client scores; for "
-        "sweeps, heatmaps by aggregator x attack) and a Markdown summary table.",
+        description="Write PNG plots (each metric per round, titled with what it measures and which way is "
+        "good; per-client scores; for sweeps, heatmaps of the final values over two sweep axes, the other axes "
+        "as one panel per value, seeds as mean ± std with n) and Markdown tables.",
     )
     report.add_argument("files", nargs="+", metavar="FILE.h5")
     report.add_argument("--out", default="report", help="folder for the plots and tables (default: report)")
-    report.add_argument("--csv", action="store_true", help="also export each run's metrics as CSV")
+    report.add_argument("--csv", action="store_true",
+                        help="also export the metrics as CSV: metrics.csv, every run, round and seed in long "
+                        "format, and metrics_N.csv per run")
+    report.add_argument("--rows", metavar="AXIS",
+                        help="the sweep axis of the heatmaps' rows (default: the axis with the most values)")
+    report.add_argument("--cols", metavar="AXIS",
+                        help="the sweep axis of the heatmaps' columns (default: the next axis with the most values)")
     report.set_defaults(handler=cmd_report)
 
     show = commands.add_parser("show", help="summarise results files in the terminal",
@@ -275,12 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser(
         "worker", help="serve TFF computations for runs on other machines",
-        description="Run a TFF executor service (TFF's C++ worker) until Ctrl-C or SIGTERM, for "
+        description="Run a TFF executor service (TFF's C++ worker, or fedarena's in-process executor with "
+        "--backend local) until Ctrl-C or SIGTERM, for "
         "`fedarena run --workers HOST:PORT,...` on other machines. It has no authentication.",
     )
     worker.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     worker.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    worker.add_argument("--backend", choices=("auto", "local", "worker"), default=None,
+                        help="what executes the computations: local (fedarena's in-process executor, on this "
+                             "machine's GPU if TensorFlow sees one) or worker (TFF's C++ worker, CPU only); default "
+                             "auto, or FEDARENA_BACKEND")
     worker.set_defaults(handler=cmd_worker)
     return parser
 

@@ -15,7 +15,7 @@ from fedarena.core.execution.failures import PluginFailure, failing_role
 from fedarena.core.plugin.interfaces import RunInfo
 from fedarena.core.plugin.registry import Registry
 from fedarena.core.results.writer import ResultsWriter, SweepFile
-from fedarena.core.execution.backends.worker import tff_workers
+from fedarena.core.execution.backends.choice import compute_on
 
 
 class Progress:
@@ -55,39 +55,6 @@ def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
     return f"{role.kind} '{registry.name_of(role.plugin_in(scenario))}' failed: "
 
 
-def log_devices() -> None:
-    """Say once where the run computes.
-
-    Client training and the server stage run inside TFF's C++ worker, not in
-    this process.  The worker that tensorflow-federated 0.87 ships on PyPI is
-    built without CUDA (its binary says "TensorFlow was not compiled with
-    CUDA or ROCm support"; TFF issue #4600), so it computes on the CPU even
-    where this process's TensorFlow sees a GPU; only the evaluation that
-    fedarena runs in this process (test metrics) can use the GPU then."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        print("fedarena: computing on the CPU (TensorFlow sees no GPU)", file=sys.stderr)
-    elif worker_has_cuda():
-        print(f"fedarena: computing on {', '.join(gpu.name for gpu in gpus)}", file=sys.stderr)
-    else:
-        print(f"fedarena: TensorFlow sees {', '.join(gpu.name for gpu in gpus)}, but TFF's worker is built "
-              f"without CUDA: client training and the server stage run on the CPU; evaluation uses the GPU",
-              file=sys.stderr)
-
-
-def worker_has_cuda() -> bool:
-    """Whether TFF's local worker binary can load CUDA (a CUDA build names
-    the CUDA runtime library it opens)."""
-    import mmap
-
-    from fedarena.core.execution.backends.worker import worker_binary_path
-
-    with open(worker_binary_path(), "rb") as binary, mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return data.find(b"libcudart.so") >= 0
-
-
 def run_scenario(
     scenario: Scenario,
     registry: Registry,
@@ -96,16 +63,17 @@ def run_scenario(
     workers: list[str] | None = None,
     progress: Progress | None = None,
     resume: bool = False,
+    backend: str = "auto",
 ) -> dict:
     """Run every round, writing each to the results file as it completes.
 
     Returns the final metrics.  Raises `RunError` on failure and lets
     `KeyboardInterrupt` through; the file's ``status`` says which happened.
+    ``backend`` is where the rounds compute (`backends.choice`).
     """
     writer = ResultsWriter(scenario.output, force, resume)  # refuse before any work
     checkpoint = writer.resume(scenario) if resume else None
-    log_devices()
-    with tff_workers(workers) as pool:
+    with compute_on(backend, workers) as pool:
         return execute(scenario, registry, writer, pool, progress or Progress(scenario.rounds), checkpoint)
 
 
@@ -128,7 +96,7 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
     info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
     if checkpoint is None:
         try:
-            writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given))
+            writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given), pool.backend)
         except OSError as error:
             run.close()
             raise RunError(f"cannot write the results file {writer.path}: {error}") from None
@@ -190,6 +158,7 @@ def run_sweep(
     jobs: int = 1,
     workers: list[str] | None = None,
     report=None,
+    backend: str = "auto",
 ) -> list[PointOutcome]:
     """Run every point of a sweep into one file (`SweepFile`).
 
@@ -219,8 +188,7 @@ def run_sweep(
 
     try:
         if jobs <= 1:
-            log_devices()
-            with tff_workers(workers) as pool:
+            with compute_on(backend, workers) as pool:
                 for index in todo:
                     point, scenario = points[index]
                     writer = ResultsWriter(output, group=SweepFile.group(index))
@@ -243,7 +211,7 @@ def run_sweep(
                         sweep.mark(index, "interrupted")
                         raise
         else:
-            _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended)
+            _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend)
     except KeyboardInterrupt:
         sweep.finish("interrupted")
         raise
@@ -257,11 +225,11 @@ class _PointServer:
     TensorFlow's import and a TFF worker's start once, then runs the points
     it is given one at a time (see `serve_points`)."""
 
-    def __init__(self, scenario_path: str, workers, scratch, number: int):
+    def __init__(self, scenario_path: str, workers, scratch, number: int, backend: str = "auto"):
         import os
         import subprocess
 
-        command = self.command(scenario_path, workers)
+        command = self.command(scenario_path, workers, backend)
         self.log = open(scratch / f"server{number}.log", "w+")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -271,9 +239,9 @@ class _PointServer:
         self._read = 0  # where the log's unscanned part starts (a tell() position)
 
     @staticmethod
-    def command(scenario_path: str, workers) -> list[str]:
+    def command(scenario_path: str, workers, backend: str = "auto") -> list[str]:
         command = [sys.executable, "-m", "fedarena.core.cli.main", "run", scenario_path, "--serve-points",
-                   "--progress", "none"]
+                   "--progress", "none", "--backend", backend]
         return command + ["--workers", ",".join(workers)] if workers else command
 
     def give(self, index: int, part) -> None:
@@ -323,7 +291,7 @@ class _PointServer:
         self.log.close()
 
 
-def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
+def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend: str = "auto") -> None:
     """Points on ``jobs`` long-lived child processes, each taking the next
     waiting point as soon as it is free; each finished point is merged into
     the sweep file at once.  A child that dies fails only the point it was
@@ -362,7 +330,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
         while waiting or any(s.index is not None for s in servers):
             while waiting and len(servers) < jobs:
                 started += 1
-                server = _PointServer(scenario_path, workers, scratch, started)
+                server = _PointServer(scenario_path, workers, scratch, started, backend)
                 servers.append(server)
                 selector.register(server.process.stdout, selectors.EVENT_READ, server)
                 give_next(server)
@@ -415,7 +383,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def serve_points(points: list, registry: Registry, workers: list[str] | None = None) -> int:
+def serve_points(points: list, registry: Registry, workers: list[str] | None = None, backend: str = "auto") -> int:
     """The child side of ``--jobs``: read "INDEX<TAB>PART_FILE" lines on
     stdin, run that point into that file, answer "complete" or
     "failed<TAB>message" on stdout; leave at the end of input.  One TFF
@@ -425,8 +393,7 @@ def serve_points(points: list, registry: Registry, workers: list[str] | None = N
 
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    log_devices()
-    with tff_workers(workers) as pool:
+    with compute_on(backend, workers) as pool:
         for line in sys.stdin:
             interrupts.check()
             index, part = line.rstrip("\n").split("\t")

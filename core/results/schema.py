@@ -56,6 +56,7 @@ STARTED_AT = "started_at"
 FINISHED_AT = "finished_at"
 RESUMED_AT = "resumed_at"
 WORKERS = "workers"
+BACKEND = "backend"
 ERROR = "error"
 
 RUN_ATTRIBUTES = (
@@ -72,6 +73,8 @@ RUN_ATTRIBUTES = (
     Field(FINISHED_AT, "UTC time (ISO 8601) the run ended"),
     Field(RESUMED_AT, "UTC time (ISO 8601) of the last `--resume` (only when resumed)"),
     Field(WORKERS, "the TFF workers given with `--workers`, or `local`"),
+    Field(BACKEND, "what ran client training and the server stage: `local` (fedarena's in-process executor), "
+                   "`worker` (TFF's C++ worker) or `remote` (the workers given with `--workers`)"),
     Field(ERROR, "why the run failed or stopped (only when it did)"),
 )
 LOCAL_WORKERS = "local"

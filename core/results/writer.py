@@ -100,7 +100,7 @@ class ResultsWriter:
             yield f if self.group == "/" else f.require_group(self.group)
 
     def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray,
-              workers: tuple[str, ...] = ()) -> None:
+              workers: tuple[str, ...] = (), backend: str = "worker") -> None:
         from fedarena import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +120,7 @@ class ResultsWriter:
             f.attrs[schema.STATUS] = schema.RUNNING
             f.attrs[schema.STARTED_AT] = _now()
             f.attrs[schema.WORKERS] = ",".join(workers) if workers else schema.LOCAL_WORKERS
+            f.attrs[schema.BACKEND] = backend
             versions = f.create_group(schema.VERSIONS)
             for dist in schema.VERSIONED_DISTRIBUTIONS:
                 versions.attrs[dist] = _version(dist)

@@ -79,6 +79,20 @@ def test_usage_errors_exit_2(tmp_path):
     assert run_fedarena("run").returncode == 2
 
 
+def test_a_bad_backend_is_a_usage_error_before_any_work(tmp_path, write_scenario):
+    path = write_scenario(tiny_scenario(tmp_path / "out.h5"))
+    both = run_fedarena("run", path, "--backend", "local", "--workers", "127.0.0.1:1")
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    assert both.stderr.strip() == (
+        "error: --backend local chooses where a run without --workers computes; with --workers, each worker "
+        "computes where its own `fedarena worker --backend ...` says")
+    env = dict(os.environ, FEDARENA_BACKEND="gpu", TF_CPP_MIN_LOG_LEVEL="3")
+    bad = subprocess.run(fedarena_command("run", path), env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: FEDARENA_BACKEND must be one of auto, local, worker, not 'gpu'"
+    assert not (tmp_path / "out.h5").exists()
+
+
 def test_help_explains_the_commands():
     top = run_fedarena("--help")
     assert top.returncode == 0 and "run" in top.stdout and "check" in top.stdout
@@ -125,7 +139,7 @@ def test_a_plugin_failing_mid_run_is_named_and_completed_rounds_are_kept(
     err = capsys.readouterr().err
     (error_line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert error_line.startswith("error: the run failed in round 2: aggregator 'exploding' failed: ")
-    assert "boom" in err and err.startswith("fedarena: computing on ")
+    assert "boom" in err and err.startswith("fedarena: backend local: "), err
     root, data = read(out)
     assert root["status"] == "failed" and root["rounds_done"] == 1
     assert "aggregator 'exploding' failed" in root["error"]
@@ -147,40 +161,47 @@ def wait_for_rounds(process, out, rounds=2, timeout=120):
     raise AssertionError("the run never got going")
 
 
-def start_long_run(tmp_path, write_scenario):
+def start_long_run(tmp_path, write_scenario, backend: str):
+    """A run of 100,000 rounds under ``backend``, once two rounds are written:
+    (process, results file, pid of its TFF worker or None under local)."""
     out = tmp_path / "out.h5"
     path = write_scenario(tiny_scenario(out, rounds=100000))
     process = subprocess.Popen(
-        fedarena_command("run", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        fedarena_command("run", path, "--backend", backend), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     wait_for_rounds(process, out)
     workers = worker_children(process.pid)
-    assert len(workers) == 1
-    return process, out, workers[0]
+    assert len(workers) == (1 if backend == "worker" else 0)
+    return process, out, workers[0] if workers else None
 
 
+BACKENDS = ["local", "worker"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_stop_the_run_keep_rounds_and_leave_no_worker(tmp_path, write_scenario, signum, code):
-    process, out, worker = start_long_run(tmp_path, write_scenario)
+def test_signals_stop_the_run_keep_rounds_and_leave_no_worker(tmp_path, write_scenario, signum, code, backend):
+    process, out, worker = start_long_run(tmp_path, write_scenario, backend)
     process.send_signal(signum)
     assert process.wait(60) == code
     assert "Traceback" not in process.stderr.read()
-    assert not alive(worker)
+    assert worker is None or not alive(worker)
     root, data = read(out)
-    assert root["status"] == "interrupted"
+    assert root["status"] == "interrupted" and root["backend"] == backend
     assert root["rounds_done"] >= 2
     assert len(data["metrics/round"]) == data["clients/id"].shape[0] == root["rounds_done"]
 
 
-def test_sigkill_leaves_no_worker_and_a_readable_file(tmp_path, write_scenario):
-    process, out, worker = start_long_run(tmp_path, write_scenario)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_leaves_no_worker_and_a_readable_file(tmp_path, write_scenario, backend):
+    process, out, worker = start_long_run(tmp_path, write_scenario, backend)
     process.kill()
     process.wait(30)
     deadline = time.monotonic() + 10
-    while alive(worker) and time.monotonic() < deadline:
+    while worker is not None and alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(worker)
+    assert worker is None or not alive(worker)
     root, data = read(out)
     assert root["status"] == "running"
     assert data["clients/id"].shape[0] == len(data["metrics/round"]) == root["rounds_done"] >= 2
@@ -202,22 +223,24 @@ def test_quickstart_learns_despite_label_flipping_within_two_minutes(tmp_path):
     assert (data["split/attack_group"] >= 0).sum() == 4
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, write_scenario):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_after_sigkill_gives_the_uninterrupted_run(tmp_path, write_scenario, backend):
     rounds = 300
     whole = tmp_path / "whole.h5"
-    assert run_fedarena("run", write_scenario(tiny_scenario(whole, rounds=rounds), "whole.fls")).returncode == 0
+    whole_file = write_scenario(tiny_scenario(whole, rounds=rounds), "whole.fls")
+    assert run_fedarena("run", whole_file, "--backend", backend).returncode == 0
 
     out = tmp_path / "out.h5"
     path = write_scenario(tiny_scenario(out, rounds=rounds))
-    process = subprocess.Popen(fedarena_command("run", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    process = subprocess.Popen(fedarena_command("run", path, "--backend", backend), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     wait_for_rounds(process, out, rounds=5)
     process.kill()
     process.wait(30)
     root, _ = read(out)
     assert root["status"] == "running" and root["rounds_done"] < rounds
 
-    resumed = run_fedarena("run", path, "--resume")
+    resumed = run_fedarena("run", path, "--resume", "--backend", backend)
     assert resumed.returncode == 0, resumed.stderr
     (a_root, a), (b_root, b) = read(whole), read(out)
     assert b_root["status"] == "complete" and b_root["rounds_done"] == rounds

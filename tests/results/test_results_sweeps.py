@@ -141,7 +141,7 @@ def test_a_child_that_dies_is_replaced_and_its_point_tried_once_more(tmp_path, w
     fake.write_text(FAKE_CHILD)
     spawned = []
 
-    def command(scenario_path, workers):
+    def command(scenario_path, workers, backend):
         spawned.append(scenario_path)
         return [sys.executable, str(fake)]
 

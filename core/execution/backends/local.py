@@ -272,6 +272,55 @@ def _value_out(value, type_spec, clients: int):
 # TensorFlow computations
 
 
+def _distinct_function_names(graph_def) -> None:
+    """Rename, in place, the functions of ``graph_def``'s library (while-loop
+    bodies, ``tf.function``s) after a digest of the whole library.
+
+    This process runs every graph in one TensorFlow runtime, which holds one
+    definition per function name.  The same functions arrive under the same
+    names in different forms: TFF's single-worker compiler optimises them
+    with Grappler, its mergeable (several workers) compiler does not, so a
+    second form would be refused ("Attempting to add a duplicate function
+    with name ... where the previous and current definitions differ").
+    Named after their library's digest, equal functions keep one name and
+    different ones never share one."""
+    if not graph_def.library.function:
+        return
+    library = graph_def.library
+    digest = hashlib.sha256(library.SerializeToString(deterministic=True)).hexdigest()[:16]
+    names = {f.signature.name: f"{f.signature.name}_fa{digest}" for f in library.function}
+
+    def in_func(func) -> None:  # a NameAttrList
+        func.name = names.get(func.name, func.name)
+        for value in func.attr.values():
+            in_attr(value)
+
+    def in_attr(value) -> None:  # an AttrValue
+        which = value.WhichOneof("value")
+        if which == "func":
+            in_func(value.func)
+        elif which == "list":
+            for func in value.list.func:
+                in_func(func)
+
+    def in_node(node) -> None:
+        node.op = names.get(node.op, node.op)
+        for value in node.attr.values():
+            in_attr(value)
+
+    for node in graph_def.node:
+        in_node(node)
+    for function in library.function:
+        function.signature.name = names[function.signature.name]
+        for node in function.node_def:
+            in_node(node)
+        for value in function.attr.values():
+            in_attr(value)
+    for gradient in library.gradient:
+        gradient.function_name = names.get(gradient.function_name, gradient.function_name)
+        gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
+
+
 class _TensorFlowFunction(_Function):
     """A ``tff.tensorflow.computation`` as a concrete TF function, built once
     from its GraphDef (``wrap_function`` + ``prune``)."""
@@ -284,6 +333,7 @@ class _TensorFlowFunction(_Function):
         tf_proto = proto.tensorflow
         type_spec = type_serialization.deserialize_type(proto.type)
         graph_def = serialization_utils.unpack_graph_def(tf_proto.graph_def)
+        _distinct_function_names(graph_def)
 
         param_names: list = []
         param_kinds: list = []

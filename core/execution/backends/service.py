@@ -174,87 +174,6 @@ def _empty_federated_type(value_proto: executor_pb2.Value):
     return tff.framework.deserialize_value(carrier)[1]
 
 
-# --------------------------------------------------------------------------
-# Function names
-
-
-def _with_distinct_function_names(proto: computation_pb2.Computation) -> computation_pb2.Computation:
-    """``proto`` with the functions of each TensorFlow graph in it (while
-    loop bodies, ``tf.function``s) renamed after the library holding them.
-
-    The local executor runs every graph in this process's one TensorFlow
-    runtime, which holds one definition per function name.  Clients send
-    the same functions, under the same names, in different forms: TFF's
-    single-worker compiler optimises them with Grappler, its mergeable
-    (several workers) compiler does not, so a worker that serves both kinds
-    of run would refuse the second ("Attempting to add a duplicate function
-    with name ... where the previous and current definitions differ").
-    Named after a digest of their whole library, equal functions keep one
-    name and different ones never share one."""
-    copy = computation_pb2.Computation()
-    copy.CopyFrom(proto)
-    pending = [copy]
-    while pending:
-        comp = pending.pop()
-        which = comp.WhichOneof("computation")
-        if which == "tensorflow":
-            _rename_functions(comp.tensorflow)
-        elif which == "lambda":
-            pending.append(getattr(comp, "lambda").result)
-        elif which == "block":
-            pending.extend(local.value for local in comp.block.local)
-            pending.append(comp.block.result)
-        elif which == "call":
-            pending.append(comp.call.function)
-            if comp.call.HasField("argument"):
-                pending.append(comp.call.argument)
-        elif which == "struct":
-            pending.extend(element.value for element in comp.struct.element)
-        elif which == "selection":
-            pending.append(comp.selection.source)
-    return copy
-
-
-def _rename_functions(tf_proto) -> None:
-    graph_def = tf.compat.v1.GraphDef()
-    if not tf_proto.graph_def.Unpack(graph_def) or not graph_def.library.function:
-        return
-    library = graph_def.library
-    digest = hashlib.sha256(library.SerializeToString(deterministic=True)).hexdigest()[:16]
-    names = {f.signature.name: f"{f.signature.name}_fa{digest}" for f in library.function}
-
-    def in_func(func) -> None:  # a NameAttrList
-        func.name = names.get(func.name, func.name)
-        for value in func.attr.values():
-            in_attr(value)
-
-    def in_attr(value) -> None:  # an AttrValue
-        which = value.WhichOneof("value")
-        if which == "func":
-            in_func(value.func)
-        elif which == "list":
-            for func in value.list.func:
-                in_func(func)
-
-    def in_node(node) -> None:
-        node.op = names.get(node.op, node.op)
-        for value in node.attr.values():
-            in_attr(value)
-
-    for node in graph_def.node:
-        in_node(node)
-    for function in library.function:
-        function.signature.name = names[function.signature.name]
-        for node in function.node_def:
-            in_node(node)
-        for value in function.attr.values():
-            in_attr(value)
-    for gradient in library.gradient:
-        gradient.function_name = names.get(gradient.function_name, gradient.function_name)
-        gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
-    tf_proto.graph_def.value = graph_def.SerializeToString(deterministic=True)
-
-
 class ExecutorService(executor_pb2_grpc.ExecutorGroupServicer):
     """TFF's executor service protocol over `LocalExecutor`s (see the
     module's documentation).  Thread-safe: gRPC calls its methods from a
@@ -312,7 +231,7 @@ class ExecutorService(executor_pb2_grpc.ExecutorGroupServicer):
                 self._computations.move_to_end(digest)
                 return found
         proto, type_spec = tff.framework.deserialize_value(value_proto)
-        found = _with_distinct_function_names(proto), type_spec
+        found = proto, type_spec
         with self._lock:
             self._computations[digest] = found
             while len(self._computations) > _COMPUTATION_CACHE_SIZE:

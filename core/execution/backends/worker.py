@@ -368,6 +368,8 @@ class WorkerPool:
         self.stubs, self.processes, self.grace = stubs, processes, grace
         # The addresses the user gave (empty when the workers are our own).
         self.given = [address for address in stubs if address not in processes]
+        # What the results file records as the run's backend.
+        self.backend = "remote" if self.given else "worker"
         self._down_since: dict[str, float] = {}
 
     @property

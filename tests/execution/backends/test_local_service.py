@@ -618,3 +618,31 @@ def test_serve_local_serves_until_a_signal_then_stops(capfd, signum):
     out, err = capfd.readouterr()
     assert f"fedarena worker serving at {outcome['address']} (pid {os.getpid()}); Ctrl-C to stop\n" in out
     assert "loopback-only" in err and "has no authentication" in err and "local backend" in err
+
+
+def test_fedarena_worker_backend_local_serves_a_run_and_stops_on_sigterm(tmp_path):
+    """`fedarena worker --backend local` end to end: a run sent to it with
+    --workers equals the same run in-process; SIGTERM stops it with 143."""
+    import signal
+    import subprocess
+
+    from conftest import fedarena_command, tiny_scenario
+    from fedarena.core.testing import run_text
+
+    worker = subprocess.Popen(fedarena_command("worker", "--backend", "local"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        line = worker.stdout.readline()
+        assert line.startswith("fedarena worker serving at 127.0.0.1:"), line + worker.stderr.read()
+        address = line.split()[4]
+        text = tiny_scenario(rounds=2, aggregator="median")
+        remote = run_text(text, tmp_path, name="remote.fls", workers=[address])
+        local = run_text(text, tmp_path, name="local.fls", backend="local")
+        assert remote.attrs["backend"] == "remote" and remote.status == "complete"
+        np.testing.assert_allclose(remote.data["model/weights"], local.data["model/weights"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(remote.data["clients/id"], local.data["clients/id"])
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 143
+    finally:
+        if worker.poll() is None:
+            worker.kill()
