@@ -38,14 +38,12 @@ class RunRecord:
 
 
 def read_record(path) -> RunRecord:
-    import h5py
+    from fedarena.core.results import reader
 
-    data: dict = {}
-    with h5py.File(path, "r") as f:
+    with reader.open_results(path) as f:
         root = dict(f.attrs)
-        f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        for name, group in f["plugins"].items():
-            data[f"plugins/{name}"] = dict(group.attrs)
+        data = reader.every_dataset(f)
+        data.update({f"plugins/{name}": attributes for name, attributes in reader.plugins(f).items()})
     return RunRecord(Path(path), root, data)
 
 

@@ -41,6 +41,13 @@ def open_results(path: str | Path):
         yield f
 
 
+def every_dataset(group: h5py.Group) -> dict[str, np.ndarray]:
+    """Every dataset under ``group`` by its path relative to it, read whole."""
+    found: dict[str, np.ndarray] = {}
+    group.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
 def is_sweep(f: h5py.File) -> bool:
     return f.attrs.get(schema.KIND) == schema.SWEEP_KIND
 
