@@ -21,6 +21,8 @@ from fedarena.core.plugin.params import param
 class MLP(Model):
     """Multilayer perceptron: flattened input, ReLU hidden layers, linear logits."""
 
+    paper = "none (standard model)"
+
     hidden: tuple[int, ...] = param((200,), doc="width of each hidden layer", ge=1)
 
     def build(self, input_shape, num_classes):
@@ -35,6 +37,8 @@ class MLP(Model):
 @attrs.frozen
 class Logistic(Model):
     """Multinomial logistic regression: one linear layer on the flattened input."""
+
+    paper = "none (standard model)"
 
     def build(self, input_shape, num_classes):
         import tensorflow as tf
@@ -77,6 +81,8 @@ class CNN(Model):
     the paper's softmax is in the loss).  Convolutions are ReLU with "same"
     padding, which gives the paper's 1,663,370 parameters on 28x28x1."""
 
+    paper = "McMahan et al. 2017, AISTATS"
+
     hidden: int = param(512, doc="width of the fully connected hidden layer", ge=1)
 
     def check(self, facts: Facts) -> list[str]:
@@ -112,6 +118,8 @@ class LeNet5(Model):
     the original).  The paper's input is 32x32; smaller images get "same"
     padding in C1 (28x28 MNIST then follows the paper's geometry: 28, 14,
     10, 5), and in C3 too when they are too small for a 5x5 valid window."""
+
+    paper = "LeCun et al. 1998, Proc. IEEE"
 
     activation: str = param("relu", choices=("relu", "tanh"), doc="activation of every hidden layer")
     pooling: str = param("max", choices=("max", "average"), doc="pooling after each convolution")
@@ -158,6 +166,8 @@ class ResNet(Model):
     running statistics.  Where the shape changes, the shortcut is a strided
     1x1 convolution (the paper's option B) instead of option A's zero-padded
     identity, which needs no weights."""
+
+    paper = "He et al. 2016, CVPR"
 
     depth: int = param(20, doc="number of weighted layers, 6n + 2 (8, 14, 20, 32, ...)", ge=8)
     width: int = param(16, doc="filters of the first stage (doubled in each later stage)", ge=1)

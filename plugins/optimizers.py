@@ -13,6 +13,8 @@ from fedarena.core.plugin.params import param
 class SGD(Optimizer):
     """Stochastic gradient descent with optional heavy-ball momentum."""
 
+    paper = "none (standard optimizer)"
+
     learning_rate: float = param(0.1, doc="step size", gt=0)
     momentum: float = param(0.0, doc="momentum coefficient (0 for plain SGD)", ge=0, lt=1)
 
@@ -26,6 +28,8 @@ class SGD(Optimizer):
 @attrs.frozen
 class Adam(Optimizer):
     """Adam (Kingma and Ba 2015)."""
+
+    paper = "Kingma and Ba 2015, ICLR"
 
     learning_rate: float = param(0.001, doc="step size", gt=0)
     beta_1: float = param(0.9, doc="decay of the first-moment estimate", ge=0, lt=1)

@@ -70,6 +70,8 @@ def _labels(labels) -> np.ndarray:
 class IID(Split):
     """Independent and identically distributed: a seeded shuffle cut into equal parts."""
 
+    paper = "none (standard IID split)"
+
     def partition(self, labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
         return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), num_clients)]
 
@@ -90,6 +92,8 @@ class Dirichlet(Split):
     and Li et al. 2022 (NIID-Bench), which keeps every sample assigned.
     Client sizes therefore vary.  Empty clients get one sample each (see the
     module's rule) rather than redrawing until a minimum size is met."""
+
+    paper = "Hsu et al. 2019, arXiv:1909.06335"
 
     alpha: float = param(0.5, doc="Dirichlet concentration: smaller is more skewed, large is nearly IID", gt=0)
 
@@ -138,6 +142,8 @@ class Shards(Split):
     samples than shards, every shard is one sample and some clients get
     fewer shards."""
 
+    paper = "McMahan et al. 2017, AISTATS"
+
     per_client: int = param(2, doc="shards per client (each client holds at most this many labels)", ge=1)
 
     def check(self, facts: Facts) -> list[str]:
@@ -185,6 +191,8 @@ class Natural(Split):
     training set.  More clients than writers is an error; so is a dataset
     without writers (found when the data is loaded: the checker cannot know)."""
 
+    paper = "none (the dataset's writers); mode sample: Reddi et al. 2021, ICLR"
+
     mode: str = param("merge", choices=("merge", "sample"),
                       doc="merge: every writer goes to some client; sample: one random writer per client, rest unused")
 
@@ -221,6 +229,8 @@ class Fang(Split):
     IID; q = 1 gives every client one label.  Client sizes vary
     (multinomially).  The number of classes is taken as the largest label
     + 1.  Needs at least as many clients as classes."""
+
+    paper = "Fang et al. 2020, USENIX Security"
 
     q: float = param(0.5, doc="probability that a sample goes to its own label's group (1/classes: IID)", ge=0, le=1)
 
@@ -264,6 +274,8 @@ class QuantitySkew(Split):
     the shuffled samples dealt accordingly, so labels stay IID while sizes
     differ.  Every client first gets one sample (when there are enough);
     the rest are dealt by the drawn shares."""
+
+    paper = "Li et al. 2022, ICDE"
 
     alpha: float = param(0.5, doc="Dirichlet concentration over clients: smaller is more unequal", gt=0)
 

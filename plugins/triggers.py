@@ -48,6 +48,8 @@ class Pixel(Trigger):
     inputs' maximum: 1.0 for the built-in datasets, which scale pixels to
     [0, 1]).  Every attacker stamps the whole patch (one part)."""
 
+    paper = "Gu et al. 2017, arXiv:1708.06733"
+
     size: int = param(3, doc="side of the square patch in pixels", ge=1)
     corner: str = param("bottom_right", doc="where the patch sits", choices=CORNERS)
     value: float = param(1.0, doc="value of the patch's pixels: the inputs' maximum")
@@ -97,6 +99,8 @@ class DBA(Pixel):
     here they are adjacent pieces of one patch.
     """
 
+    paper = "Xie et al. 2020, ICLR"
+
     parts: int = param(4, doc="number of local triggers the patch is split into", ge=1)
 
     def check(self, facts):
@@ -126,6 +130,8 @@ class Blend(Trigger):
     alpha * pattern`` over the whole input, the pattern uniform in [0,
     ``value``) drawn from ``pattern_seed`` (the paper's random-noise
     pattern; the same for every client and round).  Inputs of any shape."""
+
+    paper = "Chen et al. 2017, arXiv:1712.05526"
 
     alpha: float = param(0.2, doc="blend weight of the pattern", gt=0, le=1)
     value: float = param(1.0, doc="the pattern is uniform in [0, value)")

@@ -121,6 +121,12 @@ class Plugin:
     """Base of every plugin class; ``kind`` names its registry."""
 
     kind: ClassVar[str] = ""
+    # The paper or source the plugin follows, as a short citation, "Authors
+    # Year, Venue" ("Blanchard et al. 2017, NeurIPS"); for a plugin that
+    # follows none, a short phrase saying so ("none (standard IID split)").
+    # The README's catalogue of the built-in plugins shows it
+    # (`fedarena.core.plugin.docs`); the docstring gives the full reference.
+    paper: ClassVar[str] = ""
     # Server-stage plugins that read `ServerContext.root_update` say so.
     needs_root_update: ClassVar[bool] = False
 

@@ -123,6 +123,8 @@ class AFA(Aggregator):
     parameters; the aggregates cover every parameter.
     """
 
+    paper = "Muñoz-González et al. 2019, arXiv:1909.05125"
+
     xi: float = param(2.0, doc="initial slack: flagged beyond median +/- xi * std", gt=0)
     delta_xi: float = param(0.25, doc="slack added after each pass", ge=0)
     threshold: float = param(0.95, doc="block a client when P(theta < 0.5) exceeds this", gt=0, lt=1)

@@ -81,6 +81,8 @@ class Bucketing(Aggregator):
     its state; AFA (per-client reputation) cannot be wrapped.
     """
 
+    paper = "Karimireddy et al. 2022, ICLR"
+
     inner: Aggregator = param(doc="aggregator applied to the bucket means", kind="aggregator")
     s: int = param(2, doc="updates per bucket", ge=1)
 

@@ -83,6 +83,8 @@ class Bulyan(Aggregator):
     not depend on the order of the rows.
     """
 
+    paper = "El Mhamdi et al. 2018, ICML"
+
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     layers: tuple[str, ...] = param((), doc=_tensor.AGGREGATOR_LAYERS_DOC)
 

@@ -74,6 +74,8 @@ class CenteredClipping(Aggregator):
     row i: its coefficient in v = a v_prev + sum_i s_i x_i.
     """
 
+    paper = "Karimireddy et al. 2021, ICML"
+
     tau: float = param(1.0, doc="clipping radius around the centre, in update units", gt=0)
     iterations: int = param(1, doc="clipping iterations L", ge=1)
 

@@ -92,6 +92,8 @@ class DnC(Aggregator):
     drawn from those layers' parameters only; the mean covers every one.
     """
 
+    paper = "Shejwalkar and Houmansadr 2021, NDSS"
+
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     subsample: int = param(10000, doc="coordinates drawn per iteration (b)", ge=1)
     niters: int = param(1, doc="iterations; the updates kept in all of them are averaged", ge=1)

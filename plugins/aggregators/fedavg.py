@@ -41,6 +41,8 @@ class FedAvg(Aggregator):
     """Federated averaging (McMahan et al. 2017): the mean of the updates
     weighted by each client's number of training examples."""
 
+    paper = "McMahan et al. 2017, AISTATS"
+
     def aggregate(self, rows, weights, ctx):
         return fedavg(rows, weights)
 

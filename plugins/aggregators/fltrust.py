@@ -76,6 +76,8 @@ class FLTrust(Aggregator):
     parameters; the rescaling to the norm of g0 uses whole norms.
     """
 
+    paper = "Cao et al. 2021, NDSS"
+
     needs_root_update = True
 
     layers: tuple[str, ...] = param((), doc=_tensor.AGGREGATOR_LAYERS_DOC)

@@ -63,6 +63,8 @@ class GeometricMedian(Aggregator):
     objective-improvement stop is not used).
     """
 
+    paper = "Pillutla et al. 2022, IEEE TSP"
+
     iterations: int = param(3, doc="Weiszfeld iterations R", ge=1)
     nu: float = param(1e-6, doc="smoothing: distances below nu count as nu", gt=0)
 

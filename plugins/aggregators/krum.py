@@ -68,6 +68,8 @@ class Krum(Aggregator):
     is applied whole.
     """
 
+    paper = "Blanchard et al. 2017, NeurIPS"
+
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     layers: tuple[str, ...] = param((), doc=_tensor.AGGREGATOR_LAYERS_DOC)
 

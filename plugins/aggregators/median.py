@@ -42,6 +42,8 @@ class Median(Aggregator):
     Learning: Towards Optimal Statistical Rates", ICML).  With an even number
     of rows, the mean of the two middle values, as NumPy's median."""
 
+    paper = "Yin et al. 2018, ICML"
+
     def aggregate(self, rows, weights, ctx):
         return median(rows)
 

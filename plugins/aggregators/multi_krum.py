@@ -69,6 +69,8 @@ class MultiKrum(Aggregator):
     are averaged whole.
     """
 
+    paper = "Blanchard et al. 2017, NeurIPS"
+
     f: int = param(doc="Byzantine updates the defender assumes per round", ge=0)
     m: int | None = param(None, doc="updates averaged (default n - f)", ge=1)
     iterative: bool = param(False, doc="re-score the remaining updates after each pick")

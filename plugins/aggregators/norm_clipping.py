@@ -61,6 +61,8 @@ class NormClipping(Aggregator):
     each row's coefficient (example share times its clip factor).
     """
 
+    paper = "Sun et al. 2019, arXiv:1911.07963"
+
     bound: float = param(1.0, doc="norm bound M on each update, in update units", gt=0)
     noise: float = param(0.0, doc="std of the Gaussian noise added to the aggregate (weak DP)", ge=0)
 

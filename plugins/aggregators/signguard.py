@@ -136,6 +136,8 @@ class SignGuard(Aggregator):
     the whole updates' norms and their median.
     """
 
+    paper = "Xu et al. 2022, ICDCS"
+
     lower: float = param(0.1, doc="lowest accepted norm, as a multiple of the median norm", ge=0)
     upper: float = param(3.0, doc="highest accepted norm, as a multiple of the median norm", gt=0)
     fraction: float = param(0.1, doc="fraction of coordinates sampled for the sign statistics", gt=0, le=1)

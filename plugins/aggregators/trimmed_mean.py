@@ -64,6 +64,8 @@ class TrimmedMean(Aggregator):
     per side if detectors left too few rows.
     """
 
+    paper = "Yin et al. 2018, ICML"
+
     beta: float = param(0.1, doc="fraction trimmed per side (ceil(beta * n) values)", ge=0, lt=0.5)
     k: int | None = param(None, doc="trim exactly k values per side instead of using beta", ge=0)
 

@@ -85,6 +85,8 @@ class ALIE(UpdateAttack):
     clients must; the default reads the benign rows.
     """
 
+    paper = "Baruch et al. 2019, NeurIPS"
+
     z: float | None = param(None, doc="z; default from clients per round and expected attackers per round")
     variant: str = param("paper", doc="formula for z when not given", choices=("paper", "library"))
     sign: int = param(-1, doc="-1: mean - z * std (the paper); +1: mean + z * std", choices=(-1, 1))

@@ -79,6 +79,8 @@ class Backdoor(Attack):
     stamped with the full trigger.
     """
 
+    paper = "Gu et al. 2017, arXiv:1708.06733; Bagdasaryan et al. 2020, AISTATS; Bhagoji et al. 2019, ICML"
+
     poisons_data = True
 
     target: int = param(doc="class every triggered sample is labelled as", ge=0)

@@ -176,6 +176,8 @@ class EdgeCase(Attack):
     sees a row within its bound, but the update was not trained under it).
     """
 
+    paper = "Wang et al. 2020, NeurIPS"
+
     poisons_data = True
 
     path: str = param(doc="the edge-case .npz file (arrays x_train, x_test); relative: from the scenario's folder")

@@ -108,6 +108,8 @@ class FangKrum(UpdateAttack):
     rows for Krum (``n' <= f + 2``) the starting lambda is kept.
     """
 
+    paper = "Fang et al. 2020, USENIX Security"
+
     f: int | None = param(None, doc="Krum's f assumed by the attacker; default this attack's rows in the round", ge=0)
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC, choices=KNOWLEDGE)
     threshold: float = param(1e-5, doc="lambda below which the search stops", gt=0)

@@ -68,6 +68,8 @@ class FangTrim(UpdateAttack):
     Coordinates with ``s_j = 0`` are treated as decreasing (pushed up).
     """
 
+    paper = "Fang et al. 2020, USENIX Security"
+
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC, choices=KNOWLEDGE)
     b: float = param(2.0, doc="how far beyond the benign extreme samples may go (full knowledge)", gt=1)
 

@@ -41,6 +41,8 @@ class Gaussian(UpdateAttack):
     attacker sends an independent draw from ``N(0, sigma^2 I)``; the Krum
     paper's sigma is 200.  Draws come from the round's stateless seed."""
 
+    paper = "Blanchard et al. 2017, NeurIPS"
+
     sigma: float = param(200.0, doc="standard deviation of every coordinate", gt=0)
 
     def craft(self, updates, own, benign, ctx):

@@ -36,6 +36,8 @@ class IPM(UpdateAttack):
     every attacker sends ``-epsilon`` times the mean of the reference
     updates.  The paper: epsilon = 0.1 defeats Krum, epsilon = 100 the mean."""
 
+    paper = "Xie et al. 2020, UAI"
+
     epsilon: float = param(0.1, doc="scale of the negated reference mean", gt=0)
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC, choices=KNOWLEDGE)
 

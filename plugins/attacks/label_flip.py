@@ -66,6 +66,8 @@ class LabelFlip(Attack):
     class; mode ``random`` reports nothing (clean accuracy says it all).
     """
 
+    paper = "Tolpegin et al. 2020, ESORICS"
+
     poisons_data = True
 
     source: int | None = param(None, doc="class whose samples are relabelled (mode targeted)", ge=0)

@@ -101,6 +101,8 @@ class MinMax(UpdateAttack):
     is at most the largest distance between two reference updates.
     """
 
+    paper = "Shejwalkar and Houmansadr 2021, NDSS"
+
     perturbation: str = param("unit_vec", doc=PERTURBATION_DOC, choices=PERTURBATIONS)
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC, choices=KNOWLEDGE)
     gamma_init: float = param(10.0, doc="first gamma tried (and the search step)", gt=0)

@@ -50,6 +50,8 @@ class MinSum(UpdateAttack):
     (the authors' notebook: the smallest, a stealthier attack).
     """
 
+    paper = "Shejwalkar and Houmansadr 2021, NDSS"
+
     perturbation: str = param("unit_vec", doc=PERTURBATION_DOC, choices=PERTURBATIONS)
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC, choices=KNOWLEDGE)
     threshold: str = param("max", doc="which reference score bounds the crafted one", choices=("max", "min"))

@@ -67,6 +67,8 @@ class Neurotoxin(Backdoor):
     authors' ``aggregate_all_layer`` setting), not per layer.
     """
 
+    paper = "Zhang et al. 2022, ICML"
+
     poisons_updates: ClassVar[bool] = True  # type: ignore[assignment]
 
     ratio: float = param(0.05, doc="share of coordinates (largest benign change) the attacker leaves alone", ge=0, lt=1)

@@ -51,6 +51,8 @@ class Scaling(UpdateAttack):
     ``backdoor(boost = ...)``, which is this scaling on backdoored updates).
     """
 
+    paper = "Bagdasaryan et al. 2020, AISTATS"
+
     gamma: float | None = param(None, doc="scale factor; default clients_per_round / server_learning_rate", gt=0)
     share: bool = param(False, doc="divide gamma among this attack's rows in the round")
 

@@ -58,6 +58,8 @@ class SignFlip(UpdateAttack):
     submitted update, and is not provided here.
     """
 
+    paper = "common practice; variant scaled: Li et al. 2019, AAAI"
+
     variant: str = param("own", doc="what is negated", choices=("own", "benign_mean", "scaled"))
     scale: float = param(4.0, doc="factor of the 'scaled' variant: the row sent is -scale * own update", gt=0)
     knowledge: str = param("omniscient", doc=KNOWLEDGE_DOC + " (variant benign_mean)", choices=KNOWLEDGE)

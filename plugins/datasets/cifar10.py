@@ -81,6 +81,8 @@ class Cifar10(ImageDataset):
     batches are unpickled with a loader that accepts only NumPy arrays and
     plain containers."""
 
+    paper = "Krizhevsky 2009, tech. report, University of Toronto"
+
     NAME: ClassVar[str] = "cifar10"
     IMAGE_SHAPE: ClassVar[tuple[int, ...]] = (32, 32, 3)
     TRAIN: ClassVar[tuple[str, ...]] = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -27,6 +27,8 @@ from fedarena.plugins.datasets._common import holdout_split
 class Digits(Dataset):
     """scikit-learn's 1,797 handwritten 8x8 digits (ships with scikit-learn, offline)."""
 
+    paper = "Alpaydin and Kaynak 1998, UCI Machine Learning Repository"
+
     test_fraction: float = param(0.2, doc="share of samples held out at the server for testing", gt=0, lt=1)
 
     def info(self) -> DatasetInfo:

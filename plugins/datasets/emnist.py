@@ -56,6 +56,8 @@ class Emnist(Dataset):
     TFF stores ink as 0 and background as 1; ``invert`` (default) flips this
     to MNIST's convention, ink 1 on background 0."""
 
+    paper = "Cohen et al. 2017, IJCNN; LEAF: Caldas et al. 2018, arXiv:1812.01097"
+
     only_digits: bool = param(True, doc="digits only (10 classes, 3,383 writers); false: 62 classes, 3,400 writers")
     path: str = param("", doc="TFF's cache folder holding emnist_all.sqlite; empty: ~/.tff (downloaded if absent)")
     invert: bool = param(True, doc="store ink as 1 and background as 0, as MNIST does (TFF's raw data is the reverse)")

@@ -30,6 +30,8 @@ class FashionMnist(IdxDataset):
     28x28 grey levels, 10 classes).  ``path``: as for ``mnist`` (same IDX file names, or a Keras-layout
     ``.npz``)."""
 
+    paper = "Xiao et al. 2017, arXiv:1708.07747"
+
     NAME: ClassVar[str] = "fashion_mnist"
 
 

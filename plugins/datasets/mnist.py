@@ -32,6 +32,8 @@ class Mnist(IdxDataset):
     them is checked), or Keras' ``mnist.npz``.  With only the t10k pair,
     set ``holdout`` to split it."""
 
+    paper = "LeCun et al. 1998, Proc. IEEE"
+
     NAME: ClassVar[str] = "mnist"
 
 

@@ -27,6 +27,8 @@ from fedarena.plugins.datasets._common import holdout_split
 class Synthetic(Dataset):
     """Seeded Gaussian class clusters: a tiny, fast, learnable dataset for tests."""
 
+    paper = "none (generated)"
+
     samples: int = param(1000, doc="total number of samples (train and test)", ge=10)
     features: int = param(16, doc="number of input features", ge=1)
     classes: int = param(4, doc="number of classes", ge=2)

@@ -86,6 +86,8 @@ class Auror(Detector):
     round as here (no memory across rounds).  Score: the distance to the
     larger cluster's centroid on the indicative features."""
 
+    paper = "Shen et al. 2016, ACSAC"
+
     alpha: float = param(0.01, doc="centroid distance (update units) that makes a feature indicative and a split real",
                          gt=0)
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)

@@ -81,6 +81,8 @@ class Contra(Detector):
     ``foolsgold`` for the weights).  Score: the updated reputation.
     """
 
+    paper = "Awan et al. 2021, ESORICS"
+
     k: int = param(2, doc="number of most similar other clients averaged (the expected number of colluders)", ge=1)
     delta: float = param(0.1, doc="reputation lost or gained per round", gt=0, le=1)
     threshold: float = param(0.5, doc="mean top-k cosine similarity above which reputation drops", ge=-1, le=1)

@@ -48,6 +48,8 @@ class CosineOutlier(Detector):
     beyond ``threshold`` in absolute value (Iglewicz & Hoaglin 1993).  Both
     sides count, as for norms.  Score: the z-score."""
 
+    paper = "modified z-score: Iglewicz and Hoaglin 1993, ASQC"
+
     threshold: float = param(3.5, doc="largest |modified z-score| kept", gt=0)
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 

@@ -212,6 +212,8 @@ class Flame(Detector):
     accepted cluster, 0 for accepted rows.
     """
 
+    paper = "Nguyen et al. 2022, USENIX Security"
+
     noise_lambda: float = param(0.001, doc="noise standard deviation as a multiple of the median norm", ge=0)
     min_cluster_fraction: float = param(0.5, doc="min cluster size = floor(fraction * n) + 1", ge=0.5, lt=1)
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)

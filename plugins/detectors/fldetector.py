@@ -239,6 +239,8 @@ class FLDetector(Detector):
     Score: s_i (0 for a client without a distance in the window yet).
     """
 
+    paper = "Zhang et al. 2022, KDD"
+
     window: int = param(10, doc="N: rounds of curvature pairs and of distances kept (the paper's window)", ge=1)
     references: int = param(10, doc="B: uniform reference sets of the gap statistic", ge=2)
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)

@@ -85,6 +85,8 @@ class FoolsGold(Detector):
     it always does.
     """
 
+    paper = "Fung et al. 2020, RAID"
+
     kappa: float = param(1.0, doc="confidence parameter of the logit (the paper's kappa)", gt=0)
     confidence: float = param(0.99, doc="value the largest rescaled weight takes before the logit", gt=0, lt=1)
     clip_norm: float = param(0.0, doc="L2 norm each update is clipped to before it joins the history; 0: none", ge=0)

@@ -114,6 +114,8 @@ class LabelFlipPCA(Detector):
     with fewer than 3 kept rows.  Score: the distance to the larger
     cluster's centroid, in units of that RMS."""
 
+    paper = "Tolpegin et al. 2020, ESORICS"
+
     source: int = param(doc="the class whose output-layer parameters are examined", ge=0)
     separation: float = param(4.0, doc="centroid gap, in within-cluster RMS distances, needed to drop", gt=0)
     standardize: bool = param(True, doc="scale each column to unit variance before PCA")

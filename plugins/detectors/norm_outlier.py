@@ -49,6 +49,8 @@ class NormOutlier(Detector):
     (MAD 0), the mean absolute deviation times 1.253314 replaces MAD / 0.6745.
     Score: the z-score."""
 
+    paper = "modified z-score: Iglewicz and Hoaglin 1993, ASQC"
+
     threshold: float = param(3.5, doc="largest |modified z-score| kept", gt=0)
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
