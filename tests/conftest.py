@@ -147,3 +147,34 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return "State:\tZ" not in status
+
+
+def read(path):
+    """A results file read with plain h5py (an independent check of the
+    format): (root attributes, every dataset by path)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        attrs_ = dict(f.attrs)
+        data = {}
+        f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return attrs_, data
+
+
+def wait_for_rounds(process, out, rounds=2, timeout=120):
+    """Wait until the running ``process`` has written ``rounds`` rounds to ``out``."""
+    import time
+
+    import h5py
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            with h5py.File(out, "r", locking=False) as f:
+                if f.attrs["rounds_done"] >= rounds:
+                    return
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the run never got going")

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import attrs
-import h5py
 import numpy as np
 import pytest
 
@@ -16,15 +15,9 @@ from fedarena.core.cli import main as cli
 from fedarena.core.plugin import registry as registry_module
 from fedarena.core.plugin.interfaces import Aggregator
 
-from conftest import REPO, alive, orphan_workers, fedarena_command, run_fedarena, tiny_scenario, worker_children
-
-
-def read(path):
-    with h5py.File(path, "r") as f:
-        attrs_ = dict(f.attrs)
-        data = {}
-        f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return attrs_, data
+from conftest import (
+    REPO, alive, fedarena_command, orphan_workers, read, run_fedarena, tiny_scenario, wait_for_rounds, worker_children,
+)
 
 
 def test_run_writes_the_hdf5_contract(tmp_path, write_scenario):
@@ -145,20 +138,6 @@ def test_a_plugin_failing_mid_run_is_named_and_completed_rounds_are_kept(
     assert "aggregator 'exploding' failed" in root["error"]
     assert data["metrics/round"].tolist() == [1]
     assert set(worker_children(os.getpid())) == before
-
-
-def wait_for_rounds(process, out, rounds=2, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            with h5py.File(out, "r", locking=False) as f:
-                if f.attrs["rounds_done"] >= rounds:
-                    return
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the run never got going")
 
 
 def start_long_run(tmp_path, write_scenario, backend: str):

@@ -10,15 +10,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import alive, fedarena_command, run_fedarena, tiny_scenario
+from conftest import alive, fedarena_command, read, run_fedarena, tiny_scenario, wait_for_rounds
 from fedarena.core.execution.backends.worker import free_port
-from test_cli import read
 
 
-def start_worker(port: int):
+def start_worker(port: int, backend: str = "worker"):
+    """`fedarena worker` on ``port``: (process, address, pid of what computes:
+    TFF's worker binary, or the process itself under the local backend)."""
     process = subprocess.Popen(
-        fedarena_command("worker", "--port", port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        fedarena_command("worker", "--port", port, "--backend", backend), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     line = process.stdout.readline()
     found = re.match(r"fedarena worker serving at (\S+) \(pid (\d+)\)", line)
@@ -26,9 +27,9 @@ def start_worker(port: int):
     return process, found.group(1), int(found.group(2))
 
 
-@pytest.fixture
-def two_workers():
-    started = [start_worker(free_port()) for _ in range(2)]
+@pytest.fixture(params=["worker", "local"])
+def two_workers(request):
+    started = [start_worker(free_port(), request.param) for _ in range(2)]
     yield started
     for process, _, binary in started:
         process.send_signal(signal.SIGINT)
@@ -45,13 +46,12 @@ def test_a_run_split_across_two_workers_matches_one_worker(tmp_path, write_scena
     assert result.returncode == 0, result.stderr
     (root_a, a), (root_b, b) = read(one), read(two)
     assert (root_a["workers"], root_b["workers"]) == ("local", addresses)
+    assert root_b["backend"] == "remote"
     for name in ("metrics/test_accuracy", "metrics/test_loss", "clients/update_norm", "model/weights"):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_a_worker_that_dies_fails_the_round_by_name_and_resume_continues(tmp_path, write_scenario):
-    from test_cli import wait_for_rounds
-
     port_a, port_b = free_port(), free_port()
     (a, address_a, _), (b, address_b, binary_b) = start_worker(port_a), start_worker(port_b)
     out = tmp_path / "out.h5"

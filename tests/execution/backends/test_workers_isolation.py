@@ -37,6 +37,13 @@ isolated_only = pytest.mark.skipif(not _available(), reason="this machine does n
 
 
 @pytest.fixture(autouse=True)
+def the_cpp_worker(monkeypatch):
+    """Isolation concerns TFF's C++ worker: every run and `fedarena worker`
+    here uses that backend (the environment reaches the commands started)."""
+    monkeypatch.setenv("FEDARENA_BACKEND", "worker")
+
+
+@pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     monkeypatch.delenv(FAKE, raising=False)
     monkeypatch.delenv(ISOLATION_VARIABLE, raising=False)
