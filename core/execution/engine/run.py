@@ -57,8 +57,12 @@ class RoundResult:
 class Run:
     """One scenario's run: data prepared, computations traced, rounds executed."""
 
-    def __init__(self, scenario: Scenario):
+    def __init__(self, scenario: Scenario, on_phase=None):
+        """``on_phase(text)``, when given, is told each step as it begins
+        (``loading data``, ``building the model``, ...): the progress display."""
+        on_phase = on_phase or (lambda text: None)
         self.scenario = scenario
+        on_phase("loading data")
         self.data = scenario.dataset.load(scenario.seed)
         # The server's root samples (if any) are drawn first and kept from the clients.
         pool = np.random.default_rng([scenario.seed, 3]).permutation(len(self.data.train_y))
@@ -71,7 +75,9 @@ class Run:
         num_classes = self.data.info.num_classes
         self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
         self.groups, self.members = attacker_groups(scenario)
+        on_phase("building the model")
         self.model = FlatModel(scenario)
+        on_phase("tracing the TFF computations")
         self.computations = RoundComputations(scenario, self.model, self.clients)
 
     # The workers in use, checked while a round runs (see `WorkerPool.check`).
