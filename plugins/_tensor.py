@@ -71,6 +71,7 @@ def robust_z(values):
 def cosine_matrix(x):
     """Pairwise cosine similarities of the rows of ``x`` ([n, n], from one Gram
     matrix of the unit rows); a zero row has similarity 0 with every row."""
+    x = x * row_scales(x)[:, None]  # exact; 1.0 unless a huge row's norm would overflow
     unit = tf.math.divide_no_nan(x, tf.norm(x, axis=1, keepdims=True))
     return tf.clip_by_value(tf.matmul(unit, unit, transpose_b=True), -1.0, 1.0)
 
@@ -230,6 +231,10 @@ def pairwise_sq_distances(rows):
     attackers send (huge rows, or zero rows); a coordinate-wise median would
     do as well but costs a sort of the whole matrix (ten times the Gram at
     100 x 1e6, benchmark B7)."""
+    # Huge (but finite) rows are first scaled by an exact power of two
+    # (`scale_of`; 1.0 at ordinary scales), so no square overflows: the
+    # distances are then in scaled units and rank the same.
+    rows = rows * scale_of(rows)
     sample = rows[:, ::16]
     sample_sq = tf.reduce_sum(tf.square(sample), axis=1)
     rough = tf.maximum(sample_sq[:, None] + sample_sq[None, :] - 2.0 * tf.matmul(sample, sample, transpose_b=True), 0.0)
@@ -297,3 +302,71 @@ def layer_columns(ctx, layers: tuple[str, ...]):
 def random_columns(seed, d, count):
     """``count`` distinct column indices out of ``d``, drawn from ``seed``."""
     return tf.argsort(tf.random.stateless_uniform([d], seed))[:count]
+
+
+# --------------------------------------------------------------------------
+# Extreme but finite values: exact power-of-two scaling before squaring
+# --------------------------------------------------------------------------
+
+# A value of magnitude 2^SCALE_FROM_EXPONENT (about 1.1e15) or more is scaled
+# (by an exact power of two) before it is squared, so that sums of squares
+# over up to 2^45 coordinates stay inside float32's range; below it the
+# factor is exactly 1.0 and every result is bit-for-bit what it was unscaled.
+SCALE_FROM_EXPONENT = 50
+# The magnitude a scaled peak is brought to: 2^40 (squares about 1e24).
+SCALE_TO_EXPONENT = 40
+
+
+def power_of_two_scale(peak):
+    """The exact power-of-two factor (float32, same shape as ``peak``) that
+    brings a magnitude ``peak`` >= 2^50 down to [2^40, 2^41); exactly 1.0
+    below 2^50 (and for NaN).  Multiplying by it is exact in floating point,
+    so it changes no ranking, ratio or cosine."""
+    peak = tf.cast(peak, tf.float32)
+    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(tf.abs(peak), tf.int32), 23), 255) - 127
+    # 2^(40 - exponent): biased exponent 127 + 40 - exponent, in [39, 117] for exponent in [50, 128].
+    biased = tf.clip_by_value(127 + SCALE_TO_EXPONENT - exponent, 1, 254)
+    factor = tf.bitcast(tf.bitwise.left_shift(biased, 23), tf.float32)
+    return tf.where(exponent >= SCALE_FROM_EXPONENT, factor, tf.ones_like(peak))
+
+
+def scale_of(x):
+    """One power-of-two factor for the whole of ``x`` (see `power_of_two_scale`),
+    in ``x``'s dtype: 1.0 unless its largest |value| is 2^50 or more."""
+    x = tf.convert_to_tensor(x)
+    return tf.cast(power_of_two_scale(tf.reduce_max(tf.abs(x))), x.dtype)
+
+
+def row_scales(x):
+    """One power-of-two factor per row of ``x`` [n, d] -> [n] (see
+    `power_of_two_scale`), in ``x``'s dtype."""
+    x = tf.convert_to_tensor(x)
+    return tf.cast(power_of_two_scale(tf.reduce_max(tf.abs(x), axis=1)), x.dtype)
+
+
+def row_norms64(x):
+    """The L2 norm of each row of ``x`` [n, d] in float64 -> [n], finite for
+    any finite float32 rows: each row is scaled by its own power of two
+    before squaring and the norm unscaled in float64.  Where no row needs
+    scaling it is exactly ``tf.norm(x, axis=1)`` cast to float64 (and
+    float64 division or square root of such values, cast back to float32,
+    rounds as the float32 operation would)."""
+    x = tf.convert_to_tensor(x)
+    scales = row_scales(x)
+    scaled_norms = tf.norm(x * scales[:, None], axis=1)
+    return tf.cast(scaled_norms, tf.float64) / tf.cast(scales, tf.float64)
+
+
+def to_float32(values):
+    """float64 ``values`` as float32, clamped to float32's finite range."""
+    top = 3.4028234663852886e38
+    return tf.cast(tf.clip_by_value(values, -top, top), tf.float32)
+
+
+def row_clip_factors(rows, bound):
+    """`clip_factors` of the rows' norms against ``bound`` (float32, a scalar
+    or [n]), with the norms computed by `row_norms64`: finite for any finite
+    rows, and bit-for-bit `clip_factors(tf.norm(rows, axis=1), bound)` where
+    no row needs scaling -> float32 [n]."""
+    bound = tf.cast(tf.cast(bound, tf.float32), tf.float64)
+    return tf.cast(clip_factors(row_norms64(rows), bound), tf.float32)

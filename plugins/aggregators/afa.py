@@ -59,6 +59,9 @@ def afa(rows, weights, alpha, beta, xi=2.0, delta_xi=0.25, threshold=0.95, colum
     blocked = tf.math.betainc(alpha, beta, tf.fill(tf.shape(alpha), tf.constant(0.5, alpha.dtype))) > threshold
     taking_part = tf.logical_not(blocked)
     view = _tensor.on_columns(rows, columns)
+    # Each row scaled by its own exact power of two (1.0 at ordinary scales):
+    # cosines do not change, and no square overflows.
+    view = view * _tensor.row_scales(view)[:, None]
     norms = tf.norm(view, axis=1)
 
     def weighted_mean(good, reputation):
@@ -72,6 +75,7 @@ def afa(rows, weights, alpha, beta, xi=2.0, delta_xi=0.25, threshold=0.95, colum
         def body(passes, good, xi, flagged_any):
             aggregate, _ = weighted_mean(good, reputation)
             centre = _tensor.on_columns(aggregate, columns)
+            centre = centre * _tensor.scale_of(centre)
             cosine = tf.math.divide_no_nan(tf.linalg.matvec(view, centre), norms * tf.norm(centre))
             values = tf.boolean_mask(cosine, good)
             mean, median = tf.reduce_mean(values), _tensor.median(values)

@@ -48,7 +48,7 @@ def centered_clipping(rows, previous, tau=1.0, iterations=1):
 
     def body(i, v, share):
         diff = rows - v[None, :]
-        clip = _tensor.clip_factors(tf.norm(diff, axis=1), tau)
+        clip = _tensor.row_clip_factors(diff, tau)  # finite norms for any finite rows
         v = v + tf.linalg.matvec(diff, clip, transpose_a=True) / count
         share = (1.0 - tf.reduce_sum(clip) / count) * share + clip / count
         return i + 1, v, share

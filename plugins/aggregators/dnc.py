@@ -54,6 +54,7 @@ def dnc(rows, dropped, seed, subsample=10000, niters=1, columns=None):
     rows = tf.convert_to_tensor(rows)
     n = tf.shape(rows)[0]
     view = _tensor.on_columns(rows, columns)
+    view = view * _tensor.scale_of(view)  # exact; 1.0 unless huge values would overflow the Gram matrix
     d = tf.shape(view)[1]
     keep = tf.maximum(n - dropped, 1)
 

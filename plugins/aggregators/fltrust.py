@@ -49,13 +49,17 @@ def fltrust(rows, root, columns=None):
     ``[n]``: the normalised trust scores)."""
     rows = tf.convert_to_tensor(rows)
     root = tf.convert_to_tensor(root, rows.dtype)
-    root_norm = tf.norm(root)
-    norms = tf.norm(rows, axis=1)
+    # Norms in float64 and cosines of rows scaled each by its own power of
+    # two: finite for any finite rows, bit-for-bit as before at ordinary scales.
+    root_norm = _tensor.row_norms64(root[None, :])[0]
+    norms = _tensor.row_norms64(rows)
     view, root_view = _tensor.on_columns(rows, columns), _tensor.on_columns(root, columns)
+    view = view * _tensor.row_scales(view)[:, None]
+    root_view = root_view * _tensor.scale_of(root_view)
     cosine = tf.math.divide_no_nan(tf.linalg.matvec(view, root_view), tf.norm(view, axis=1) * tf.norm(root_view))
     trust = tf.nn.relu(cosine)
     share = tf.math.divide_no_nan(trust, tf.reduce_sum(trust))
-    scaled = rows * tf.math.divide_no_nan(root_norm, norms)[:, None]
+    scaled = rows * tf.cast(tf.math.divide_no_nan(root_norm, norms), rows.dtype)[:, None]
     return tf.linalg.matvec(scaled, share, transpose_a=True), share
 
 

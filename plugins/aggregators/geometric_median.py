@@ -30,6 +30,7 @@ import attrs
 from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Aggregator
 from fedarena.core.plugin.params import param
+from fedarena.plugins import _tensor
 from fedarena.plugins import _tf as tf
 
 
@@ -39,6 +40,11 @@ def geometric_median(rows, weights, iterations=3, nu=1e-6):
     ``[n]``: the last iteration's normalised Weiszfeld weights)."""
     rows = tf.convert_to_tensor(rows)
     alpha = weights / tf.reduce_sum(weights)
+    # Huge rows are scaled by an exact power of two (1.0 at ordinary scales,
+    # where nothing changes) so that no distance overflows; nu with them.
+    scale = _tensor.scale_of(rows)
+    rows = rows * scale
+    nu = nu * scale
 
     def body(i, v, share):
         beta = alpha / tf.maximum(nu, tf.norm(rows - v[None, :], axis=1))
@@ -47,7 +53,7 @@ def geometric_median(rows, weights, iterations=3, nu=1e-6):
 
     start = tf.linalg.matvec(rows, alpha, transpose_a=True)
     _, v, share = tf.while_loop(lambda i, *_: i < iterations, body, (tf.constant(0), start, alpha))
-    return v, share
+    return v / scale, share
 
 
 @attrs.frozen

@@ -41,7 +41,7 @@ def norm_clipping(rows, weights, bound=1.0, noise=0.0, seed=None):
     ``[2]``; only needed when ``noise > 0``) -> (aggregate ``[d]``, share
     ``[n]``)."""
     rows = tf.convert_to_tensor(rows)
-    clip = _tensor.clip_factors(tf.norm(rows, axis=1), bound)
+    clip = _tensor.row_clip_factors(rows, bound)  # finite norms for any finite rows
     share = tf.math.divide_no_nan(weights, tf.reduce_sum(weights)) * clip
     aggregate = tf.linalg.matvec(rows, share, transpose_a=True)
     if noise > 0:

@@ -30,13 +30,17 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import on_columns, robust_z
+from fedarena.plugins._tensor import on_columns, robust_z, row_norms64, row_scales, to_float32
 from fedarena.plugins.detectors._common import LAYERS_DOC
 
 
 def norm_outliers(x, threshold):
     """(modified z-score of each row's L2 norm [n], kept: |z| <= threshold [n])."""
-    z = robust_z(tf.norm(x, axis=1))
+    # Norms of huge rows overflow float32: then z from float64 norms
+    # (`row_norms64`); at ordinary scales the float32 computation, unchanged.
+    norms = tf.norm(x, axis=1)
+    z = tf.where(tf.reduce_all(tf.math.is_finite(norms)) & tf.reduce_all(tf.equal(row_scales(x), 1.0)),
+                 robust_z(norms), to_float32(robust_z(row_norms64(x))))
     return z, tf.abs(z) <= threshold
 
 
