@@ -12,6 +12,7 @@ field's metadata and turns the range into an attrs validator.  The checker,
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any
@@ -19,6 +20,11 @@ from typing import Any
 import attrs
 
 _MISSING = attrs.NOTHING
+
+# The bounds of an integer parameter that declares none on that side: a
+# 32-bit signed integer, what TensorFlow and NumPy take without overflowing.
+INT_MAX = 2**31 - 1
+INT_MIN = -(2**31)
 
 
 def param(
@@ -123,6 +129,32 @@ def type_name(tp: Any, kind: str | None = None) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _is_int_type(tp: Any) -> bool:
+    """An integer parameter: ``int``, ``int | None``, ``tuple[int, ...]``."""
+    if tp is int:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return _is_int_type(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(args) == 1 and _is_int_type(args[0])
+    return False
+
+
+def default_int_bounds(info: ParamInfo) -> tuple[int, int] | None:
+    """The range an integer parameter's values must lie in, with the
+    default 32-bit bound on a side it declares nothing for; None when the
+    parameter is not an integer or declares both sides itself."""
+    if not _is_int_type(info.type) or info.kind is not None:
+        return None
+    if (info.le is not None or info.lt is not None) and (info.ge is not None or info.gt is not None):
+        return None
+    lower = info.ge if info.ge is not None else (info.gt + 1 if info.gt is not None else INT_MIN)
+    upper = info.le if info.le is not None else (info.lt - 1 if info.lt is not None else INT_MAX)
+    return math.ceil(lower), math.floor(upper)
+
+
 def declared_params(cls) -> list[ParamInfo]:
     """The parameters a plugin class declares, in order."""
     hints = typing.get_type_hints(cls)
@@ -134,4 +166,4 @@ def declared_params(cls) -> list[ParamInfo]:
         infos.append(ParamInfo(name=field.name, type=hints.get(field.name, Any), default=field.default, **meta))
     return infos
 
-__all__ = ["param", "ParamInfo", "declared_params", "type_name"]
+__all__ = ["INT_MAX", "INT_MIN", "param", "ParamInfo", "declared_params", "default_int_bounds", "type_name"]

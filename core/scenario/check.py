@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -22,13 +23,18 @@ from fedarena.core.language import spec
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
 from fedarena.core.plugin.interfaces import Facts, Plugin
 from fedarena.core.language.parser import capped
-from fedarena.core.plugin.params import ParamInfo
+from fedarena.core.plugin.params import INT_MAX, ParamInfo, default_int_bounds
 from fedarena.core.plugin.registry import Registry
 
 # Which plugin kind follows each top-level keyword.
 STATEMENT_KINDS = {"dataset": "dataset", "model": "model", "detector": "detector", "aggregator": "aggregator"}
 SINGLE_STATEMENTS = ("seed", "rounds", "dataset", "split", "model", "training", "aggregator", "evaluate", "output")
 REQUIRED_STATEMENTS = ("rounds", "dataset", "split", "model")
+# Seeds are 32-bit: NumPy's and TensorFlow's generators take 0 <= seed < 2^32.
+SEED_MAX = 2**32 - 1
+# Each local epoch is one step of the client's training graph, built before
+# round 1: a huge count exhausts memory before anything runs.
+MAX_LOCAL_EPOCHS = 1000
 
 
 @attrs.frozen
@@ -42,12 +48,17 @@ class TrainingSetting:
     kind: str | None = None
     lt: float | None = None
     choices: tuple | None = None
+    le: float | None = None
+    why: str = ""  # the reason for an upper bound, told when it is passed
 
 
 TRAINING_SETTINGS = {
-    "clients_per_round": TrainingSetting(int, None, "clients sampled each round (default: all)", ge=1),
-    "local_epochs": TrainingSetting(int, 1, "passes over its data a client makes each round", ge=1),
-    "batch_size": TrainingSetting(int, 32, "examples per local step", ge=1),
+    "clients_per_round": TrainingSetting(int, None, "clients sampled each round (default: all)", ge=1, le=INT_MAX),
+    "local_epochs": TrainingSetting(
+        int, 1, "passes over its data a client makes each round", ge=1, le=MAX_LOCAL_EPOCHS,
+        why="each epoch is one step of the training graph built before round 1",
+    ),
+    "batch_size": TrainingSetting(int, 32, "examples per local step", ge=1, le=INT_MAX),
     "optimizer": TrainingSetting(spec.Call, spec.Call("sgd"), "client optimizer", kind="optimizer"),
     "server_learning_rate": TrainingSetting(float, 1.0, "step the server takes along the aggregate update", ge=0),
     "server_momentum": TrainingSetting(float, 0.0, "server momentum (FedAvgM); 0 for none", ge=0, lt=1),
@@ -56,7 +67,7 @@ TRAINING_SETTINGS = {
         choices=("fedavg", "fedsgd"),
     ),
     "root_samples": TrainingSetting(
-        int, 0, "clean training samples the server keeps for itself (FLTrust's root dataset)", ge=0
+        int, 0, "clean training samples the server keeps for itself (FLTrust's root dataset)", ge=0, le=INT_MAX
     ),
 }
 ATTACK_SETTINGS = ("clients", "rounds")
@@ -190,6 +201,7 @@ def _matches(value: Any, tp: Any) -> bool:
 
 def _out_of_range(info: ParamInfo, value: Any) -> str | None:
     values = value if isinstance(value, tuple) else (value,)
+    implicit = default_int_bounds(info)
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
@@ -199,6 +211,8 @@ def _out_of_range(info: ParamInfo, value: Any) -> str | None:
         ):
             if bound is not None and not ok(v, bound):
                 return f"must be {symbol} {bound:g}, got {number(v)}"
+        if implicit is not None and isinstance(v, int) and not implicit[0] <= v <= implicit[1]:
+            return f"must be between {number(implicit[0])} and {number(implicit[1])}, got {number(v)}"
     if info.choices is not None and value not in info.choices:
         hint = did_you_mean(value, [str(c) for c in info.choices]) if isinstance(value, str) else ""
         return f"must be one of {', '.join(map(repr, info.choices))}, got {value!r}{hint}"
@@ -372,7 +386,7 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
         if keyword not in by_keyword:
             c.error(f"the scenario has no '{keyword}' statement; add one", scenario.span)
 
-    def plain(keyword: str, default: int, minimum: int) -> int:
+    def plain(keyword: str, default: int, minimum: int, maximum: int = INT_MAX, why: str = "") -> int:
         statement = by_keyword.get(keyword)
         if statement is None:
             return default
@@ -383,9 +397,12 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
         if value < minimum:
             c.error(f"'{keyword}' must be >= {minimum}, got {number(value)}", span)
             return default
+        if value > maximum:
+            c.error(f"'{keyword}' must be between {minimum} and {number(maximum)}{why}, got {number(value)}", span)
+            return default
         return value
 
-    seed = plain("seed", 0, 0)
+    seed = plain("seed", 0, 0, SEED_MAX, " (a 32-bit seed)")
     rounds = plain("rounds", 1, 1)
     evaluate_every = plain("evaluate", 1, 1)
 
@@ -409,6 +426,8 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
             c.error(f"the number of clients must be an integer, got {describe(count)}", span)
         elif count < 1:
             c.error(f"a split needs at least 1 client, got {number(count)}", span)
+        elif count > INT_MAX:
+            c.error(f"the number of clients must be between 1 and {INT_MAX}, got {number(count)}", span)
         else:
             num_clients = count
 
@@ -430,6 +449,8 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
                     statement.value_span or statement.span)
     if output is None:
         output = str(Path("results") / (Path(scenario.filename).stem + ".h5"))
+    elif isinstance(output, str):
+        output = os.path.expanduser(output)  # "~/x.h5": the home folder, not a folder named '~'
     total_attackers = sum(a.num_clients for a in attacks if a is not None)
     if num_clients is not None and total_attackers > num_clients:
         span = scenario.all("attack")[-1].span
@@ -453,6 +474,7 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
         c.error(f"dataset '{by_keyword['dataset'].value.name}' cannot describe its data: {error}",
                 by_keyword["dataset"].value.span)
         raise ScenarioError(capped(c.problems), scenario.filename, scenario.source) from None
+    resolved = _dataset_path_resolved(resolved, facts)
     optimizer_setting = next((s for s in (by_keyword["training"].value if "training" in by_keyword else ())
                               if s.name == "optimizer"), None)
     aggregator_call = aggregator_statement.value if aggregator_statement else spec.Call("fedavg", span=scenario.span)
@@ -479,6 +501,22 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
     return resolved
 
 
+def _dataset_path_resolved(resolved: Scenario, facts: Facts) -> Scenario:
+    """The scenario with its dataset's relative ``path`` parameter (if it
+    has one) made absolute from the scenario file's folder, as every file a
+    scenario names is read; the dataset's ``load`` then reads it whatever
+    the working directory."""
+    dataset = resolved.dataset
+    fields = attrs.fields_dict(type(dataset)) if attrs.has(type(dataset)) else {}
+    path = getattr(dataset, "path", None)
+    if "path" not in fields or not fields["path"].init or not isinstance(path, str) or not path:
+        return resolved
+    absolute = os.path.abspath(facts.resolve(path))
+    if absolute == path:
+        return resolved
+    return attrs.evolve(resolved, dataset=attrs.evolve(dataset, path=absolute))
+
+
 def _clients(count: int) -> str:
     return "1 client" if count == 1 else f"{count} clients"
 
@@ -500,7 +538,13 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int | N
             continue
         spans[setting.name] = setting.value_span or setting.span
         info = ParamInfo(setting.name, declared.type, declared.default, declared.doc, ge=declared.ge,
-                         lt=declared.lt, choices=declared.choices, kind=declared.kind)
+                         le=declared.le, lt=declared.lt, choices=declared.choices, kind=declared.kind)
+        if _is_int(setting.value) and declared.le is not None and setting.value > declared.le:
+            why = f" ({declared.why})" if declared.why else ""
+            c.error(f"training setting '{setting.name}' must be between {number(int(declared.ge))} and "
+                    f"{number(int(declared.le))}{why}, got {number(setting.value)}", setting.value_span or setting.span)
+            ok = False
+            continue
         value = c.value_for(info, setting.value, f"training setting '{setting.name}'",
                             setting.value_span or setting.span, write=f"{setting.name} ")
         if value is _INVALID:
@@ -553,8 +597,11 @@ def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, tota
                     ok = False
                 else:
                     count = value.of(num_clients or 0)
-            elif _is_int(value) and value >= 0:
+            elif _is_int(value) and 0 <= value <= INT_MAX:
                 count = value
+            elif _is_int(value) and value > INT_MAX:
+                c.error(f"attack clients must be between 0 and {INT_MAX}, got {number(value)}", span)
+                ok = False
             else:
                 c.error(f"attack clients must be a count (0 or more) or a percentage, got {describe(value)}", span)
                 ok = False

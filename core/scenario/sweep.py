@@ -15,7 +15,8 @@ traced back to the text and the point of the grid it came from.
 
 A path names what a line changes:
 
-- ``seed``, ``rounds``, ``evaluate`` (every k rounds), ``output``;
+- ``seed``, ``rounds``, ``evaluate`` (every k rounds), ``output`` with a
+  single value (a sweep writes all its points to one file);
 - ``dataset``, ``model``, ``aggregator``, ``split``: the plugin itself (the
   values are plugin calls), or one of its parameters: ``aggregator.f``,
   ``dataset.samples``; ``split.clients`` is the number of clients;
@@ -209,6 +210,9 @@ def _resolve(scenario: spec.ScenarioSpec, axis: spec.Axis) -> tuple[tuple, Sette
         raise _PathError(f"'{root}[...]' selects nothing: only attack and detector take a name in brackets",
                          steps[0].span)
 
+    if root == "output" and len(axis.values) > 1:
+        raise _PathError("'output' cannot be swept over several files: a sweep writes all its points to one "
+                         "file; name it with an 'output' statement outside the sweep", root_span)
     if root in PLAIN_ROOTS:
         if steps:
             raise _PathError(f"'{root}' has no parts; sweep it as a whole: '{root} in [...]'", steps[0].span)
