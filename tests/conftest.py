@@ -85,9 +85,11 @@ def tff_context(fedarena_worker):
 # End-to-end tests run scenarios on TFF (in-process or through the command);
 # `pytest -m "not e2e"` is the fast inner loop.  A test is end to end when it
 # uses one of these fixtures or calls one of these functions.
-E2E_FIXTURES = {"fedarena_run", "tff_context", "fedarena_worker"}
+E2E_FIXTURES = {"fedarena_run", "tff_context", "fedarena_worker", "installed"}
 E2E_CALLS = ("run_fedarena(", "fedarena_command(", "run_scenario(", "run_sweep(", "run_text(", "serve_points(",
-             "subprocess.Popen(")
+             "subprocess.Popen(", "start_long_run(", "start_worker(", "start_fedarena_worker(", "tff_workers(",
+             "LocalWorker(", 'main(["run"', 'cli(["run"', 'cli.main(["run"', "fedarena.run(", ".run(output",
+             "pip_install(", "install_example(")
 
 
 def _is_end_to_end(item) -> bool:

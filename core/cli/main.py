@@ -22,12 +22,14 @@ def read_scenario(path: str):
     from fedarena.core.language.parser import parse
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise UsageError(f"{path}: no such scenario file")
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise UsageError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+    except OSError as error:  # no permission, a folder, a device that fails
+        raise UsageError(f"{path}: cannot read it: {error.strerror or error}") from None
     return parse(text, str(path))
 
 
@@ -54,15 +56,17 @@ def cmd_run(args) -> int:
         points = [points[args.point]]
     # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fedarena.core.execution.runner import Progress, run_scenario, run_sweep, serve_points
+    from fedarena.core.execution.observers import TensorBoard
+    from fedarena.core.execution.runner import Progress, SweepProgress, run_scenario, run_sweep, serve_points
 
     if args.serve_points:
-        return serve_points(points, registry, workers, backend)
-    show_bar = {"auto": None, "bar": True, "none": False}[args.progress]
+        return serve_points(points, registry, workers, backend, tensorboard=args.tensorboard)
     if len(points) == 1 and (spec.sweep is None or args.point is not None):
         scenario = points[0][1]
+        observers = [TensorBoard(args.tensorboard)] if args.tensorboard else []
         final = run_scenario(scenario, registry, force=args.force, workers=workers, resume=args.resume,
-                             progress=Progress(scenario.rounds, enabled=show_bar), backend=backend)
+                             progress=Progress(scenario.rounds, mode=args.progress), backend=backend,
+                             observers=observers)
         shown = {name: value for name, value in final.items() if value == value}  # no NaN
         if not scenario.detectors:  # detection metrics then only count non-finite updates
             shown = {name: value for name, value in shown.items() if not name.startswith("detection_")}
@@ -72,21 +76,20 @@ def cmd_run(args) -> int:
         return 0
 
     output = points[0][1].output
-    interactive = sys.stderr.isatty() if show_bar is None else show_bar
-
-    def report(outcome) -> None:
-        if interactive:
-            accuracy = outcome.final.get("test_accuracy")
-            detail = f" test_accuracy {accuracy:.4f}" if accuracy is not None else f" {outcome.message}"
-            print(f"[{outcome.index + 1}/{len(points)}] {outcome.label}: {outcome.status}{detail}", file=sys.stderr)
-
+    progress = SweepProgress([point.label for point, _ in points], mode=args.progress)
     outcomes = run_sweep(points, registry, scenario_path=args.file, output=output, force=args.force,
-                         resume=args.resume, jobs=args.jobs, workers=workers, report=report, backend=backend)
+                         resume=args.resume, jobs=args.jobs, workers=workers, backend=backend, progress=progress,
+                         tensorboard=args.tensorboard)
     failed = [o for o in outcomes if o.status != "complete"]
     for outcome in failed:
         print(f"error: point {outcome.index} ({outcome.label}) {outcome.status}: {outcome.message}", file=sys.stderr)
-    print(f"{spec.title}: sweep of {len(points)} runs, {len(outcomes) - len(failed)} complete now, "
-          f"{len(failed)} failed; results written to {output}")
+    from fedarena.core.results import reader
+
+    with reader.open_results(output) as f:  # the whole file: a --resume runs only what was left
+        statuses = reader.point_statuses(f)
+    complete = statuses.count("complete")
+    print(f"{spec.title}: sweep of {len(points)} runs, {complete} complete now, "
+          f"{len(statuses) - complete} failed; results written to {output}")
     return 1 if failed else 0
 
 
@@ -198,8 +201,22 @@ def cmd_show(args) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0..65535 (0: a free one), for argparse."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: a free one), got {port}")
+    return port
+
+
 def cmd_worker(args) -> int:
     from fedarena.core.execution.backends.choice import requested_backend, resolve
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535 (0: a free one), got {args.port}")
 
     requested = requested_backend(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -244,8 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for a sweep: run this many points at once, on as many processes (default: 1)")
     run.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one point of a sweep, alone
     run.add_argument("--serve-points", action="store_true", help=argparse.SUPPRESS)  # a --jobs child
-    run.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",
-                     help="progress display: a bar on a terminal (auto), always, or never")
+    run.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                     help="progress on stderr: bar (one line redrawn, for a terminal), lines (a plain line per "
+                          "round or every few rounds, and per sweep point, for logs), none, or auto (default: bar "
+                          "on a terminal, lines otherwise)")
+    run.add_argument("--tensorboard", metavar="DIR",
+                     help="also write each round to TensorBoard event files in DIR (a sweep: one folder per "
+                          "point); view them with `tensorboard --logdir DIR`")
     run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser(
@@ -302,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
-    worker.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    worker.add_argument("--port", type=port_number, default=0, help="port to serve on, 0..65535 (default: a free one)")
     worker.add_argument("--backend", choices=("auto", "local", "worker"), default=None,
                         help="what executes the computations: local (fedarena's in-process executor, on this "
                              "machine's GPU if TensorFlow sees one) or worker (TFF's C++ worker, CPU only); default "

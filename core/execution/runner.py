@@ -4,7 +4,6 @@ lifecycle hooks and progress, with the right status on every way out."""
 from __future__ import annotations
 
 import sys
-import time
 
 import attrs
 
@@ -15,36 +14,11 @@ from fedarena.core.execution.failures import PluginFailure, failing_role
 from fedarena.core.plugin.interfaces import RunInfo
 from fedarena.core.plugin.registry import Registry
 from fedarena.core.results.writer import ResultsWriter, SweepFile
-from fedarena.core.execution.backends.choice import compute_on
+from fedarena.core.execution.backends.choice import compute_on, resolve
+from fedarena.core.execution.observers import Observers, TensorBoard, point_folder
+from fedarena.core.execution.progress import Progress, SweepProgress
 
-
-class Progress:
-    """A one-line progress display on a terminal; silent otherwise (the
-    final summary is printed either way)."""
-
-    def __init__(self, total: int, stream=None, enabled: bool | None = None):
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.latest: dict[str, float] = {}
-        self.started = time.perf_counter()
-
-    def update(self, result) -> None:
-        self.latest.update(result.metrics)
-        if not self.enabled:
-            return
-        width = 24
-        done = int(width * result.round / self.total)
-        metrics = "  ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in self.latest.items())
-        elapsed = time.perf_counter() - self.started
-        line = f"\r[{'#' * done}{'.' * (width - done)}] round {result.round}/{self.total}  {metrics}  {elapsed:.1f} s"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+__all__ = ["PointOutcome", "Progress", "SweepProgress", "execute", "run_scenario", "run_sweep", "serve_points"]
 
 
 def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
@@ -64,34 +38,70 @@ def run_scenario(
     progress: Progress | None = None,
     resume: bool = False,
     backend: str = "auto",
+    observers=(),
 ) -> dict:
     """Run every round, writing each to the results file as it completes.
 
     Returns the final metrics.  Raises `RunError` on failure and lets
     `KeyboardInterrupt` through; the file's ``status`` says which happened.
-    ``backend`` is where the rounds compute (`backends.choice`).
+    ``backend`` is where the rounds compute (`backends.choice`);
+    ``progress`` shows the run (`progress.Progress`; default: a bar on a
+    terminal, nothing otherwise); ``observers`` see every round
+    (`observers.Observer`, e.g. `observers.TensorBoard`).
     """
     writer = ResultsWriter(scenario.output, force, resume)  # refuse before any work
     checkpoint = writer.resume(scenario) if resume else None
-    with compute_on(backend, workers) as pool:
-        return execute(scenario, registry, writer, pool, progress or Progress(scenario.rounds), checkpoint)
+    progress = progress or Progress(scenario.rounds)
+    try:
+        start_up(progress, backend, workers)
+        with compute_on(backend, workers) as pool:
+            return execute(scenario, registry, writer, pool, progress, checkpoint, observers)
+    finally:
+        progress.close()
+        writer.close()  # the output's claim, on every way out
+
+
+def start_up(progress, backend: str, workers: list[str] | None) -> None:
+    """Say what takes the first seconds of a command before it happens:
+    importing TensorFlow and TFF (unless done already), starting a TFF
+    worker; `compute_on` then finds them done."""
+    if "tensorflow" not in sys.modules:
+        progress.phase("importing TensorFlow")
+        import tensorflow  # noqa: F401
+    if "tensorflow_federated" not in sys.modules:
+        progress.phase("importing TensorFlow Federated")
+        import tensorflow_federated  # noqa: F401
+    kind = resolve(backend, workers)
+    if kind == "worker":
+        progress.phase("starting the TFF worker")
+    elif kind == "remote":
+        progress.phase("connecting to the TFF workers")
 
 
 def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool, progress: Progress,
-            checkpoint=None) -> dict:
+            checkpoint=None, observers=()) -> dict:
     """Run a scenario on the given TFF workers into ``writer`` (from
-    ``checkpoint`` when resuming); returns the final metrics."""
+    ``checkpoint`` when resuming); returns the final metrics.  ``progress``
+    is told each start-up phase and round, and closed on every way out;
+    ``observers`` see every round written (`observers.Observer`)."""
     from fedarena.core.execution.engine.run import Run
 
     hook = registry.hook
+    watchers = Observers(observers)
+    if not scenario.detectors:  # detection metrics then only count non-finite updates
+        progress.hidden = ("detection_",)
     try:
-        run = Run(scenario)
-    except FedarenaError:
+        try:
+            run = Run(scenario, on_phase=progress.phase)
+        except FedarenaError:
+            raise
+        except PluginFailure as failure:
+            raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
+        except Exception as error:
+            raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
+    except BaseException:
+        progress.close()
         raise
-    except PluginFailure as failure:
-        raise RunError(f"preparing the run failed: {_blame(scenario, registry, failure)}{failure}") from failure
-    except Exception as error:
-        raise RunError(f"preparing the run failed: {type(error).__name__}: {error}") from error
     run.watch = pool
     info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
     if checkpoint is None:
@@ -99,18 +109,41 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
             writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given), pool.backend)
         except OSError as error:
             run.close()
+            progress.close()
             raise RunError(f"cannot write the results file {writer.path}: {error}") from None
-    hook.fedarena_run_start(run=info)
+    # Each plugin's hook on its own (in pluggy's order), so that a failing one is named.
+    for impl in reversed(hook.fedarena_run_start.get_hookimpls()):
+        try:
+            impl.function(**{k: v for k, v in (("run", info),) if k in impl.argnames})
+        except Exception as error:  # the run fails with a message: status 'failed', no traceback
+            message = f"plugin '{impl.plugin_name}' failed in fedarena_run_start: {type(error).__name__}: {error}"
+            run.close()
+            progress.close()
+            try:
+                writer.finish("failed", message)
+            except Exception:  # the error below says what went wrong first
+                pass
+            for end in reversed(hook.fedarena_run_end.get_hookimpls()):
+                try:
+                    end.function(**{k: v for k, v in (("run", info), ("status", "failed")) if k in end.argnames})
+                except Exception as end_error:
+                    print(f"fedarena: warning: plugin '{end.plugin_name}' failed in fedarena_run_end: "
+                          f"{type(end_error).__name__}: {end_error}", file=sys.stderr, flush=True)
+            raise RunError(f"the run failed before its first round: {message}") from None
     status, message, final, done = "failed", "", {}, 0
+    finish_error = None
     resume_from = {}
     if checkpoint is not None:
         done = checkpoint.rounds_done
         resume_from = dict(weights=checkpoint.weights, state=checkpoint.state or None, first_round=done + 1,
                            detection_totals=checkpoint.detection_totals)
     try:
+        watchers.start(scenario, registry, info)
+        progress.phase(f"round {done + 1} (first call builds the graph)")
         for result in run.rounds(**resume_from):
             writer.write_round(result)
             done = result.round
+            watchers.round(result)
             interrupts.check()
             final.update(result.metrics)
             progress.update(result)
@@ -133,8 +166,21 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
     finally:
         run.close()
         progress.close()
-        writer.finish(status, message)
-        hook.fedarena_run_end(run=info, status=status)
+        watchers.close(status)
+        try:
+            writer.finish(status, message)
+        except Exception as error:  # the rounds written are kept; an error in flight says more
+            finish_error = RunError(f"cannot write the results file {writer.path}: {error}; every completed "
+                                    f"round up to {done} is kept")
+        for impl in reversed(hook.fedarena_run_end.get_hookimpls()):  # each on its own, to name a failing one
+            try:
+                impl.function(**{k: v for k, v in (("run", info), ("status", status)) if k in impl.argnames})
+            except Exception as error:  # a warning: the run's status and exit code stand
+                print(f"fedarena: warning: plugin '{impl.plugin_name}' failed in fedarena_run_end: "
+                      f"{type(error).__name__}: {error}; the run's status ({status}) stands",
+                      file=sys.stderr, flush=True)
+    if finish_error is not None:
+        raise finish_error
     return final
 
 
@@ -159,6 +205,8 @@ def run_sweep(
     workers: list[str] | None = None,
     report=None,
     backend: str = "auto",
+    progress: SweepProgress | None = None,
+    tensorboard: str | None = None,
 ) -> list[PointOutcome]:
     """Run every point of a sweep into one file (`SweepFile`).
 
@@ -169,6 +217,10 @@ def run_sweep(
     recorded and the others go on.  ``report(outcome)`` is called as each
     point ends.  With ``resume``, complete points are kept and the others
     run again (in-process ones continue from their last round).
+    ``progress`` (a `SweepProgress`) shows the points as they start and end;
+    without it each in-process point shows a bar on a terminal.  With
+    ``tensorboard``, each point writes TensorBoard files into its own
+    folder there (`observers.point_folder`).
     """
     sweep = SweepFile(output, force, resume)
     first = points[0][1]
@@ -180,18 +232,26 @@ def run_sweep(
     todo = [i for i, status in enumerate(statuses) if status != "complete"]
     report = report or (lambda outcome: None)
     outcomes: list[PointOutcome] = []
+    shown = progress or SweepProgress([p.label for p, _ in points], mode="none")
+    shown.todo = len(todo)
 
     def ended(outcome: PointOutcome) -> None:
         sweep.mark(outcome.index, outcome.status)
         outcomes.append(outcome)
+        shown.ended(outcome)
         report(outcome)
+
+    def observers(index: int) -> list:
+        return [TensorBoard(point_folder(tensorboard, index, points[index][0].label))] if tensorboard else []
 
     try:
         if jobs <= 1:
+            if todo:
+                start_up(shown, backend, workers)
             with compute_on(backend, workers) as pool:
                 for index in todo:
                     point, scenario = points[index]
-                    writer = ResultsWriter(output, group=SweepFile.group(index))
+                    writer = ResultsWriter(sweep.location, group=SweepFile.group(index))
                     checkpoint = None
                     if statuses[index] != "pending":
                         try:
@@ -199,8 +259,10 @@ def run_sweep(
                         except (FedarenaError, KeyError):
                             checkpoint = None  # nothing usable: start the point anew
                     sweep.mark(index, "running")
+                    shown.started_point(index)
+                    point_progress = progress.point(index, scenario.rounds) if progress else Progress(scenario.rounds)
                     try:
-                        final = execute(scenario, registry, writer, pool, Progress(scenario.rounds), checkpoint)
+                        final = execute(scenario, registry, writer, pool, point_progress, checkpoint, observers(index))
                         sweep.label(index, point.label, point.assignments)
                         ended(PointOutcome(index, point.label, "complete", final))
                     except RunError as error:
@@ -211,10 +273,15 @@ def run_sweep(
                         sweep.mark(index, "interrupted")
                         raise
         else:
-            _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend)
+            _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend, shown, tensorboard)
     except KeyboardInterrupt:
         sweep.finish("interrupted")
         raise
+    except BaseException:
+        sweep.close()
+        raise
+    finally:
+        shown.close()
     failed = any(o.status != "complete" for o in outcomes)
     sweep.finish("failed" if failed else "complete")
     return outcomes
@@ -225,11 +292,14 @@ class _PointServer:
     TensorFlow's import and a TFF worker's start once, then runs the points
     it is given one at a time (see `serve_points`)."""
 
-    def __init__(self, scenario_path: str, workers, scratch, number: int, backend: str = "auto"):
+    def __init__(self, scenario_path: str, workers, scratch, number: int, backend: str = "auto",
+                 tensorboard: str | None = None):
         import os
         import subprocess
 
         command = self.command(scenario_path, workers, backend)
+        if tensorboard:
+            command = [*command, "--tensorboard", str(tensorboard)]
         self.log = open(scratch / f"server{number}.log", "w+")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -291,7 +361,8 @@ class _PointServer:
         self.log.close()
 
 
-def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend: str = "auto") -> None:
+def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend: str = "auto", progress=None,
+              tensorboard: str | None = None) -> None:
     """Points on ``jobs`` long-lived child processes, each taking the next
     waiting point as soon as it is free; each finished point is merged into
     the sweep file at once.  A child that dies fails only the point it was
@@ -315,6 +386,8 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend:
         index = waiting.pop(0)
         server.give(index, scratch / f"point{index}.h5")
         sweep.mark(index, "running")
+        if progress is not None:
+            progress.started_point(index)
 
     def collect(server: _PointServer) -> None:
         """Merge the part file of the server's point into the sweep file."""
@@ -326,11 +399,15 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend:
         point, _ = points[index]
         sweep.label(index, point.label, point.assignments)
 
+    if progress is not None and waiting:
+        count = min(jobs, len(waiting))
+        progress.phase(f"starting {count} process{'es' if count > 1 else ''} for the points (each imports "
+                       f"TensorFlow and starts its TFF worker)")
     try:
         while waiting or any(s.index is not None for s in servers):
             while waiting and len(servers) < jobs:
                 started += 1
-                server = _PointServer(scenario_path, workers, scratch, started, backend)
+                server = _PointServer(scenario_path, workers, scratch, started, backend, tensorboard)
                 servers.append(server)
                 selector.register(server.process.stdout, selectors.EVENT_READ, server)
                 give_next(server)
@@ -359,7 +436,7 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend:
                     status, _, message = line.partition("\t")
                     collect(server)
                     if status == "complete":
-                        view = load_point(sweep.path, index)
+                        view = load_point(sweep.location, index)
                         final = {m: view.final(m) for m in view.metrics if m != "round"}
                         ended(PointOutcome(index, points[index][0].label, "complete", final))
                     else:
@@ -383,12 +460,14 @@ def _run_jobs(points, todo, sweep, scenario_path, jobs, workers, ended, backend:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def serve_points(points: list, registry: Registry, workers: list[str] | None = None, backend: str = "auto") -> int:
+def serve_points(points: list, registry: Registry, workers: list[str] | None = None, backend: str = "auto",
+                 tensorboard: str | None = None) -> int:
     """The child side of ``--jobs``: read "INDEX<TAB>PART_FILE" lines on
     stdin, run that point into that file, answer "complete" or
     "failed<TAB>message" on stdout; leave at the end of input.  One TFF
     worker serves every point.  Anything else printed goes to stderr, so
-    that stdout carries only the answers."""
+    that stdout carries only the answers.  With ``tensorboard``, each point
+    writes TensorBoard files as it would in the parent (`run_sweep`)."""
     import os
 
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -400,7 +479,8 @@ def serve_points(points: list, registry: Registry, workers: list[str] | None = N
             point, scenario = points[int(index)]
             writer = ResultsWriter(part, force=True)
             try:
-                execute(scenario, registry, writer, pool, Progress(scenario.rounds, enabled=False))
+                observers = [TensorBoard(point_folder(tensorboard, int(index), point.label))] if tensorboard else []
+                execute(scenario, registry, writer, pool, Progress(scenario.rounds, mode="none"), observers=observers)
                 answers.write("complete\n")
             except RunError as error:
                 answers.write("failed\t" + " ".join(str(error).split()) + "\n")

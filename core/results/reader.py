@@ -12,7 +12,12 @@ on the file it has open to resume.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import shutil
+import struct
+import tempfile
 from pathlib import Path
 
 import attrs
@@ -33,12 +38,85 @@ def open_results(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such results file")
+    with tempfile.TemporaryDirectory(prefix="fedarena-read-") as scratch:
+        if _killed_mid_round(path):
+            # The run died during HDF5's flush: `--resume` mends the file
+            # itself; a reader mends a copy and reads that.
+            copy = Path(scratch) / path.name
+            shutil.copyfile(path, copy)
+            cover_what_was_written(copy)
+            path = copy
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except OSError as error:
+            raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
+        with f:
+            yield f
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Where superblock versions 0 and 1 (the ones h5py writes by default; no
+# checksum) record the end of file: version 1 adds 4 bytes before the addresses.
+_END_OFFSET = {0: 40, 1: 44}
+
+
+def cover_what_was_written(path: Path) -> bool:
+    """Make a file killed in the middle of HDF5's flush readable again.
+
+    HDF5 writes its metadata at a flush in no set order, so a process
+    killed during one can leave an object pointing at space past the end
+    of file recorded in the superblock ("addr overflow").  The space was
+    written (the file is that long), so, as ``h5clear --increment`` does,
+    the recorded end is raised to the file's size.  Only the superblock
+    versions fedarena writes (0 and 1, which have no checksum) are touched.
+    Returns whether the file was changed."""
+    ends = _recorded_end(path)
+    if ends is None or ends[1] <= ends[0]:
+        return False
     try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as error:
-        raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
-    with f:
-        yield f
+        with open(path, "r+b") as file:
+            file.seek(_END_OFFSET[file.read(9)[8]])
+            file.write(struct.pack("<Q", ends[1]))
+    except OSError:  # not ours to mend (read-only): opening it will say what is wrong
+        return False
+    return True
+
+
+def _recorded_end(path: Path) -> tuple[int, int] | None:
+    """(end of file the superblock records, size on disk), or None for a
+    file whose superblock fedarena does not write."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(56)
+            size = os.fstat(file.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 56 or head[:8] != _SIGNATURE or head[8] not in (0, 1) or head[13] != 8:
+        return None
+    (end,) = struct.unpack_from("<Q", head, _END_OFFSET[head[8]])
+    return end, size
+
+
+def _killed_mid_round(path: Path) -> bool:
+    """Whether the file's writer died while writing a round: the file is
+    longer than its superblock says (a writer reserves a round's space
+    first, and HDF5 gives back what was unused when it closes the file) and
+    no live run holds its claim (``PATH.lock``, flocked for a run's life)."""
+    ends = _recorded_end(path)
+    if ends is None or ends[1] <= ends[0]:
+        return False
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return True  # no claim: nobody is writing it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a live run is writing it: it will close the round itself
+    finally:
+        os.close(fd)
+    return True
 
 
 def every_dataset(group: h5py.Group) -> dict[str, np.ndarray]:

@@ -185,6 +185,19 @@ MODEL_ROUND = "round"
 """Attribute of `MODEL`: the round after which ``weights`` was taken."""
 
 
+CHECKPOINT_NEXT = "checkpoint/next"
+"""The round being committed, whole: its rows of `CLIENTS`, `TIMING`,
+`DETECTION` (and `METRICS` when evaluated) under groups of those names,
+``weights`` and ``state/<key>/<name>``.  Written and flushed before any of
+it is copied into place, so that a crash mid-commit is finished from it
+(`fedarena.core.results.writer.recover`); removed when the run ends."""
+NEXT_ROUND = "round"
+"""Attribute of `CHECKPOINT_NEXT`: the round it holds once it is complete
+on disk, 0 while it is being written or once it has been copied."""
+NEXT_WEIGHTS = "weights"
+NEXT_STATE = "state"
+
+
 def state_path(key: str, name: str) -> str:
     """Where a stateful plugin's array ``name`` is kept (``key``: its role's state key)."""
     return f"{CHECKPOINT_STATE}/{key}/{name}"

@@ -479,7 +479,7 @@ def test_an_unsupported_intrinsic_fails_at_once_naming_it(local_ctx, name, make)
     started = time.monotonic()
     with pytest.raises(UnsupportedComputationError, match=f"'{name}'"):
         secure([1, 2, 3])
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a hang guard, not a speed test
 
 
 def test_an_unsupported_building_block_fails_naming_its_kind():

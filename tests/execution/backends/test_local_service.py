@@ -426,7 +426,7 @@ def test_an_unsupported_intrinsic_reaches_the_client_by_name_at_once(one_ctx):
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as caught:
         _under(one_ctx, secure, [1, 2, 3])
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a hang guard, not a speed test
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
     details = caught.value.details()
     assert "CreateValue failed" in details and "'federated_secure_sum_bitwidth'" in details, details
@@ -440,7 +440,7 @@ def test_a_computation_failing_as_it_runs_reaches_the_client_at_once(one_ctx):
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as caught:
         _under(one_ctx, finite, np.float32("nan"))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # a hang guard, not a speed test
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "CreateCall failed" in caught.value.details() and "x must be finite" in caught.value.details()
     assert _under(one_ctx, finite, 1.0) == 1.0  # the service goes on

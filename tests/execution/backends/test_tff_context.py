@@ -78,4 +78,4 @@ def test_a_stop_request_ends_the_wait_and_the_watch_is_checked():
         started = time.monotonic()
         with pytest.raises(interrupts.Interrupted):
             door.call_interruptibly(time.sleep, 5)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 4  # well before the 5 s sleep ends: no full wait

@@ -126,6 +126,7 @@ def _tree(root: Path) -> dict[str, bytes]:
             if path.is_file() and "__pycache__" not in path.parts}
 
 
+@pytest.mark.e2e
 def test_adding_an_aggregator_is_new_files_and_no_edited_ones(tmp_path):
     installed = Path(fedarena.plugins.__path__[0])
     copy = tmp_path / "plugins"
