@@ -25,7 +25,6 @@ import fcntl
 import hashlib
 import json
 import os
-import struct
 import time
 from importlib import metadata
 from pathlib import Path
@@ -133,6 +132,19 @@ def claim_output(path: str | os.PathLike, force: bool, resume: bool = False) -> 
         claim.release()
         raise UsageError(f"{path} already exists; pass --force to overwrite it, or choose another output")
     return path, claim
+
+
+def _release(owner) -> None:
+    """End a writer's hold on its output (`ResultsWriter`, `SweepFile`):
+    drop a ``--force`` scratch file that never replaced the old file, and
+    release the claim."""
+    if owner.location != owner.path:
+        with contextlib.suppress(OSError):
+            owner.location.unlink()
+        owner.location = owner.path
+    if owner.claim is not None:
+        owner.claim.release()
+        owner.claim = None
 
 
 def _scratch(path: Path) -> Path:
@@ -320,13 +332,7 @@ class ResultsWriter:
     def close(self) -> None:
         """Release the output.  A ``--force`` run that never wrote a round
         drops its scratch file: the old results file stays."""
-        if self.location != self.path:
-            with contextlib.suppress(OSError):
-                self.location.unlink()
-            self.location = self.path
-        if self.claim is not None:
-            self.claim.release()
-            self.claim = None
+        _release(self)
 
     @staticmethod
     def _replace(f: h5py.Group, path: str, value: np.ndarray) -> None:
@@ -565,10 +571,4 @@ class SweepFile:
     def close(self) -> None:
         """Release the output; a ``--force`` sweep that ended no point drops
         its scratch file (the old file stays)."""
-        if self.location != self.path:
-            with contextlib.suppress(OSError):
-                self.location.unlink()
-            self.location = self.path
-        if self.claim is not None:
-            self.claim.release()
-            self.claim = None
+        _release(self)

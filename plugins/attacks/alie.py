@@ -31,7 +31,7 @@ import attrs
 
 from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.params import param
-from fedarena.plugins import _tf as tf
+from fedarena.plugins import _tf as tf  # noqa: F401 (the doctest uses it)
 from fedarena.plugins._tensor import column_mean, column_std
 from fedarena.plugins.attacks._common import KNOWLEDGE, KNOWLEDGE_DOC, UpdateAttack, reference_rows
 
