@@ -3,6 +3,7 @@ lifecycle hooks and progress, with the right status on every way out."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import attrs
@@ -78,6 +79,25 @@ def start_up(progress, backend: str, workers: list[str] | None) -> None:
         progress.phase("connecting to the TFF workers")
 
 
+def call_each(caller, **kwargs) -> list[str]:
+    """Call every plugin's implementation of a lifecycle hook on its own (in
+    pluggy's order), so that one that raises is named and the others still
+    run; returns a message for each failure."""
+    failures = []
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            impl.function(**{name: value for name, value in kwargs.items() if name in impl.argnames})
+        except Exception as error:
+            failures.append(f"plugin '{impl.plugin_name}' failed in {caller.name}: {type(error).__name__}: {error}")
+    return failures
+
+
+def _warn_each(failures: list[str], status: str) -> None:
+    """A failing ``fedarena_run_end`` is a warning: the run's status and exit code stand."""
+    for failure in failures:
+        print(f"fedarena: warning: {failure}; the run's status ({status}) stands", file=sys.stderr, flush=True)
+
+
 def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool, progress: Progress,
             checkpoint=None, observers=()) -> dict:
     """Run a scenario on the given TFF workers into ``writer`` (from
@@ -111,25 +131,15 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
             run.close()
             progress.close()
             raise RunError(f"cannot write the results file {writer.path}: {error}") from None
-    # Each plugin's hook on its own (in pluggy's order), so that a failing one is named.
-    for impl in reversed(hook.fedarena_run_start.get_hookimpls()):
-        try:
-            impl.function(**{k: v for k, v in (("run", info),) if k in impl.argnames})
-        except Exception as error:  # the run fails with a message: status 'failed', no traceback
-            message = f"plugin '{impl.plugin_name}' failed in fedarena_run_start: {type(error).__name__}: {error}"
-            run.close()
-            progress.close()
-            try:
-                writer.finish("failed", message)
-            except Exception:  # the error below says what went wrong first
-                pass
-            for end in reversed(hook.fedarena_run_end.get_hookimpls()):
-                try:
-                    end.function(**{k: v for k, v in (("run", info), ("status", "failed")) if k in end.argnames})
-                except Exception as end_error:
-                    print(f"fedarena: warning: plugin '{end.plugin_name}' failed in fedarena_run_end: "
-                          f"{type(end_error).__name__}: {end_error}", file=sys.stderr, flush=True)
-            raise RunError(f"the run failed before its first round: {message}") from None
+    failed_start = call_each(hook.fedarena_run_start, run=info)
+    if failed_start:  # the run fails with a message: status 'failed', no traceback
+        message = failed_start[0]
+        run.close()
+        progress.close()
+        with contextlib.suppress(Exception):  # the error below says what went wrong first
+            writer.finish("failed", message)
+        _warn_each(call_each(hook.fedarena_run_end, run=info, status="failed"), "failed")
+        raise RunError(f"the run failed before its first round: {message}") from None
     status, message, final, done = "failed", "", {}, 0
     finish_error = None
     resume_from = {}
@@ -172,13 +182,7 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
         except Exception as error:  # the rounds written are kept; an error in flight says more
             finish_error = RunError(f"cannot write the results file {writer.path}: {error}; every completed "
                                     f"round up to {done} is kept")
-        for impl in reversed(hook.fedarena_run_end.get_hookimpls()):  # each on its own, to name a failing one
-            try:
-                impl.function(**{k: v for k, v in (("run", info), ("status", status)) if k in impl.argnames})
-            except Exception as error:  # a warning: the run's status and exit code stand
-                print(f"fedarena: warning: plugin '{impl.plugin_name}' failed in fedarena_run_end: "
-                      f"{type(error).__name__}: {error}; the run's status ({status}) stands",
-                      file=sys.stderr, flush=True)
+        _warn_each(call_each(hook.fedarena_run_end, run=info, status=status), status)
     if finish_error is not None:
         raise finish_error
     return final
