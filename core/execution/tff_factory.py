@@ -6,7 +6,7 @@
         model_aggregator=tff.aggregators.as_weighted_aggregator(factory))
 
 The process's ``next`` does what fedarena's own round does with updates
-(see ARCHITECTURE.md):
+(see docs/architecture.md, "One round, as TFF sees it"):
 
   client work   each client's value (any structure of float tensors) is
                 flattened into one float32 row;

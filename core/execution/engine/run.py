@@ -2,7 +2,7 @@
 data and traces the round (`computations`), then `Run.rounds` executes it
 round by round.
 
-One round, as TFF sees it (see ARCHITECTURE.md and `computations`):
+One round, as TFF sees it (see docs/architecture.md and `computations`):
 
   client work   ``tff.federated_map`` of `build_client_work` over the
                 sampled clients: data poisoning of malicious clients' data,
