@@ -35,3 +35,20 @@ def test_pyproject_lists_every_package_folder():
             if parts[:1] != ("_package",):
                 found.add(".".join([name, *parts]))
     assert listed == found
+
+
+def test_the_product_never_points_at_design_notes_outside_the_repository():
+    # The team's design notes (ARCHITECTURE.md, ALGORITHMS.md, ...) are not
+    # shipped; the product's own docs live in docs/.
+    import re
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    names = re.compile(r"\b(ARCHITECTURE|ALGORITHMS|LAYOUT|STYLE|LANGUAGE)\.md\b|shared/design")
+    files = subprocess.run(["git", "ls-files", "core", "plugins", "grammar", "docs", "scenarios", "benchmarks",
+                            "README.md", "pyproject.toml"], cwd=repo, capture_output=True, text=True).stdout.split()
+    found = [f"{name}:{number}" for name in files if not name.endswith((".png", ".ipynb"))
+             for number, line in enumerate((repo / name).read_text(errors="replace").splitlines(), 1)
+             if names.search(line)]
+    assert found == []
