@@ -116,8 +116,8 @@ def worker_has_cuda() -> bool:
 class InProcess:
     """The `WorkerPool`-like view of the local backend: no worker to watch."""
 
-    addresses: list[str] = []
-    given: list[str] = []
+    addresses: tuple[str, ...] = ()
+    given: tuple[str, ...] = ()
     backend = "local"
 
     def check(self) -> None:

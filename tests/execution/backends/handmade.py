@@ -1,11 +1,97 @@
-"""fedarena's round in small, built by hand (no fedarena engine): the
-executor tests run it under each context and compare."""
+"""TFF programs built by hand (no fedarena engine) that the executor tests
+run under each context and compare: small computations over every
+building block and intrinsic kind, and fedarena's round in small."""
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 F32 = np.float32
+
+
+CLIENTS_F32 = tff.FederatedType(F32, tff.CLIENTS)
+
+
+SERVER_F32 = tff.FederatedType(F32, tff.SERVER)
+
+
+@tff.tensorflow.computation(F32, F32)
+def multiply(a, b):
+    return a * b
+
+
+@tff.federated_computation(CLIENTS_F32)
+def federated_sum(x):
+    return tff.federated_sum(x)
+
+
+@tff.federated_computation(SERVER_F32, CLIENTS_F32)
+def broadcast_and_map(g, x):
+    return tff.federated_map(multiply, (tff.federated_broadcast(g), x))
+
+
+ROWS = tff.TensorType(F32, [None])
+
+
+@tff.tensorflow.computation
+def no_rows():
+    return tf.zeros([0], F32)
+
+
+@tff.tensorflow.computation(ROWS, F32)
+def append(rows, x):
+    return tf.concat([rows, [x]], axis=0)
+
+
+@tff.tensorflow.computation(ROWS, ROWS)
+def merge(a, b):
+    return tf.concat([a, b], axis=0)
+
+
+@tff.tensorflow.computation(ROWS)
+def report(rows):
+    return {"sorted": tf.sort(rows), "count": tf.size(rows), "any_negative": tf.reduce_any(rows < 0),
+            "sum": tf.reduce_sum(rows)}
+
+
+@tff.federated_computation(CLIENTS_F32)
+def aggregate_with_report(x):
+    return tff.federated_aggregate(x, no_rows(), append, merge, report)
+
+
+STRUCT = tff.StructType([("a", np.int64), ("b", np.bool_), ("c", np.str_), ("d", tff.TensorType(np.int32, [2]))])
+
+
+@tff.tensorflow.computation(STRUCT)
+def struct_in_tf(s):
+    return {"a": s.a * 2, "b": tf.logical_not(s.b), "c": tf.strings.join([s.c, "!"]), "d": tf.reverse(s.d, [0])}
+
+
+@tff.federated_computation(tff.StructType([("x", F32), ("y", tff.StructType([np.int32, np.str_]))]))
+def struct_and_selection(s):
+    return s.y[1], s.x, s.y, (s.y[0], s.x)
+
+
+TINY = """\
+scenario "tiny" {
+  seed 3
+  rounds 2
+  dataset synthetic(samples = 600, features = 8, classes = 3)
+  split iid over 6 clients
+  model mlp(hidden = [8])
+  training {
+    clients_per_round 4
+    local_epochs 1
+    batch_size 16
+    optimizer sgd(learning_rate = 0.2)
+  }
+  attack label_flip(mode = "all_to_one", target = 0) {
+    clients 2
+  }
+  aggregator median
+  output "out.h5"
+}
+"""
 
 
 def hand_made_round(dim=12, samples=16):

@@ -19,7 +19,10 @@ from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.impl.compiler import building_blocks
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
-from handmade import hand_made_round
+from handmade import (
+    CLIENTS_F32, SERVER_F32, STRUCT, TINY, aggregate_with_report, broadcast_and_map, federated_sum,
+    hand_made_round, struct_and_selection, struct_in_tf,
+)
 from fedarena.core.execution.backends import local
 from fedarena.core.execution.backends.local import (
     LocalExecutor,
@@ -29,8 +32,6 @@ from fedarena.core.execution.backends.local import (
 )
 
 F32 = np.float32
-CLIENTS_F32 = tff.FederatedType(F32, tff.CLIENTS)
-SERVER_F32 = tff.FederatedType(F32, tff.SERVER)
 
 
 def _first_importable(*names):
@@ -99,19 +100,10 @@ def _assert_same(a, b, path="result", close=False):
 # --------------------------------------------------------------------------
 # Computations used below (and against the worker)
 
-@tff.tensorflow.computation(F32, F32)
-def multiply(a, b):
-    return a * b
-
 
 @tff.tensorflow.computation(F32)
 def add_one(x):
     return x + 1.0
-
-
-@tff.federated_computation(CLIENTS_F32)
-def federated_sum(x):
-    return tff.federated_sum(x)
 
 
 @tff.federated_computation(CLIENTS_F32)
@@ -124,43 +116,9 @@ def weighted_mean(x, w):
     return tff.federated_mean(x, w)
 
 
-@tff.federated_computation(SERVER_F32, CLIENTS_F32)
-def broadcast_and_map(g, x):
-    return tff.federated_map(multiply, (tff.federated_broadcast(g), x))
-
-
 @tff.federated_computation(CLIENTS_F32)
 def min_and_max(x):
     return tff.federated_min(x), tff.federated_max(x)
-
-
-ROWS = tff.TensorType(F32, [None])
-
-
-@tff.tensorflow.computation
-def no_rows():
-    return tf.zeros([0], F32)
-
-
-@tff.tensorflow.computation(ROWS, F32)
-def append(rows, x):
-    return tf.concat([rows, [x]], axis=0)
-
-
-@tff.tensorflow.computation(ROWS, ROWS)
-def merge(a, b):
-    return tf.concat([a, b], axis=0)
-
-
-@tff.tensorflow.computation(ROWS)
-def report(rows):
-    return {"sorted": tf.sort(rows), "count": tf.size(rows), "any_negative": tf.reduce_any(rows < 0),
-            "sum": tf.reduce_sum(rows)}
-
-
-@tff.federated_computation(CLIENTS_F32)
-def aggregate_with_report(x):
-    return tff.federated_aggregate(x, no_rows(), append, merge, report)
 
 
 @tff.tensorflow.computation(F32)
@@ -207,23 +165,10 @@ def eval_at_clients(x):
     return tff.federated_eval(tff.tensorflow.computation(lambda: tf.constant(7, tf.int64)), tff.CLIENTS), x
 
 
-STRUCT = tff.StructType([("a", np.int64), ("b", np.bool_), ("c", np.str_), ("d", tff.TensorType(np.int32, [2]))])
-
-
-@tff.tensorflow.computation(STRUCT)
-def struct_in_tf(s):
-    return {"a": s.a * 2, "b": tf.logical_not(s.b), "c": tf.strings.join([s.c, "!"]), "d": tf.reverse(s.d, [0])}
-
-
 @tff.federated_computation(tff.FederatedType(STRUCT, tff.SERVER), tff.FederatedType(STRUCT, tff.CLIENTS))
 def dtypes_round_trip(s, c):
     mapped = tff.federated_map(struct_in_tf, c)
     return tff.federated_map(struct_in_tf, s), mapped, c
-
-
-@tff.federated_computation(tff.StructType([("x", F32), ("y", tff.StructType([np.int32, np.str_]))]))
-def struct_and_selection(s):
-    return s.y[1], s.x, s.y, (s.y[0], s.x)
 
 
 # A block with references, and a lambda called twice, as TFF writes them
@@ -542,8 +487,6 @@ def test_tensorflow_functions_are_built_once(local_ctx):
 # A round shaped like fedarena's
 
 
-
-
 def test_a_hand_made_fedarena_round_equals_the_worker(local_ctx, worker_ctx):
     run_round, w, inputs = hand_made_round()
     expected_1 = _under(worker_ctx[0], run_round, w, np.int32(1), inputs)
@@ -553,28 +496,6 @@ def test_a_hand_made_fedarena_round_equals_the_worker(local_ctx, worker_ctx):
     got_2 = _under(local_ctx, run_round, got_1["weights"], np.int32(2), inputs[::-1])
     _assert_same(got_2, expected_2)
     assert list(got_2["clients"]) == [4, 1, 7, 2, 5]  # slot order, whatever the client order
-
-
-TINY = """\
-scenario "tiny" {
-  seed 3
-  rounds 2
-  dataset synthetic(samples = 600, features = 8, classes = 3)
-  split iid over 6 clients
-  model mlp(hidden = [8])
-  training {
-    clients_per_round 4
-    local_epochs 1
-    batch_size 16
-    optimizer sgd(learning_rate = 0.2)
-  }
-  attack label_flip(mode = "all_to_one", target = 0) {
-    clients 2
-  }
-  aggregator median
-  output "out.h5"
-}
-"""
 
 
 def _fedarena_run():

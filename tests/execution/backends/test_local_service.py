@@ -22,7 +22,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2, executor_pb2_grpc
 
-from handmade import hand_made_round
+from handmade import (
+    CLIENTS_F32, SERVER_F32, STRUCT, TINY, aggregate_with_report, broadcast_and_map, federated_sum,
+    hand_made_round, struct_and_selection, struct_in_tf,
+)
 from fedarena.core.errors import RunError
 from fedarena.core.execution import interrupts
 from fedarena.core.execution.backends.local import local_context
@@ -31,8 +34,6 @@ from fedarena.core.execution.backends.tff_context import execution_context, inst
 from fedarena.core.execution.backends.worker import connect
 
 F32 = np.float32
-CLIENTS_F32 = tff.FederatedType(F32, tff.CLIENTS)
-SERVER_F32 = tff.FederatedType(F32, tff.SERVER)
 WAIT_S = 30  # no wait below is unbounded
 
 
@@ -117,71 +118,14 @@ def _assert_same(a, b, path="result", close=False):
 # Computations
 
 
-@tff.tensorflow.computation(F32, F32)
-def multiply(a, b):
-    return a * b
-
-
-@tff.federated_computation(CLIENTS_F32)
-def federated_sum(x):
-    return tff.federated_sum(x)
-
-
 @tff.federated_computation(CLIENTS_F32, CLIENTS_F32)
 def means(x, w):
     return tff.federated_mean(x), tff.federated_mean(x, w)
 
 
-@tff.federated_computation(SERVER_F32, CLIENTS_F32)
-def broadcast_and_map(g, x):
-    return tff.federated_map(multiply, (tff.federated_broadcast(g), x))
-
-
-ROWS = tff.TensorType(F32, [None])
-
-
-@tff.tensorflow.computation
-def no_rows():
-    return tf.zeros([0], F32)
-
-
-@tff.tensorflow.computation(ROWS, F32)
-def append(rows, x):
-    return tf.concat([rows, [x]], axis=0)
-
-
-@tff.tensorflow.computation(ROWS, ROWS)
-def merge(a, b):
-    return tf.concat([a, b], axis=0)
-
-
-@tff.tensorflow.computation(ROWS)
-def report(rows):
-    return {"sorted": tf.sort(rows), "count": tf.size(rows), "any_negative": tf.reduce_any(rows < 0),
-            "sum": tf.reduce_sum(rows)}
-
-
-@tff.federated_computation(CLIENTS_F32)
-def aggregate_with_report(x):
-    return tff.federated_aggregate(x, no_rows(), append, merge, report)
-
-
-STRUCT = tff.StructType([("a", np.int64), ("b", np.bool_), ("c", np.str_), ("d", tff.TensorType(np.int32, [2]))])
-
-
-@tff.tensorflow.computation(STRUCT)
-def struct_in_tf(s):
-    return {"a": s.a * 2, "b": tf.logical_not(s.b), "c": tf.strings.join([s.c, "!"]), "d": tf.reverse(s.d, [0])}
-
-
 @tff.federated_computation(tff.FederatedType(STRUCT, tff.SERVER), tff.FederatedType(STRUCT, tff.CLIENTS))
 def dtypes_round_trip(s, c):
     return tff.federated_map(struct_in_tf, s), tff.federated_map(struct_in_tf, c), c
-
-
-@tff.federated_computation(tff.StructType([("x", F32), ("y", tff.StructType([np.int32, np.str_]))]))
-def struct_and_selection(s):
-    return s.y[1], s.x, s.y, (s.y[0], s.x)
 
 
 @tff.federated_computation(SERVER_F32, tff.FederatedType(np.int32, tff.CLIENTS))
@@ -250,8 +194,6 @@ def test_a_unix_socket_address(tmp_path):
 # (2) Two services: TFF's mergeable context splits the clients
 
 
-
-
 def _clients_seen(services):
     """The CLIENTS cardinalities each service was asked for."""
     seen = []
@@ -283,28 +225,6 @@ def test_sum_mean_and_aggregate_across_two_services(local_ctx, two_ctx):
                        (aggregate_with_report, ([3.0, -1.0, 2.0, 0.5, 7.0],))]:
         _assert_same(_under(two_ctx, comp, *args), _under(local_ctx, comp, *args), close=True)
     assert _under(two_ctx, federated_sum, []) == 0.0  # no clients: one service, over none
-
-
-TINY = """\
-scenario "tiny" {
-  seed 3
-  rounds 2
-  dataset synthetic(samples = 600, features = 8, classes = 3)
-  split iid over 6 clients
-  model mlp(hidden = [8])
-  training {
-    clients_per_round 4
-    local_epochs 1
-    batch_size 16
-    optimizer sgd(learning_rate = 0.2)
-  }
-  attack label_flip(mode = "all_to_one", target = 0) {
-    clients 2
-  }
-  aggregator median
-  output "out.h5"
-}
-"""
 
 
 def _fedarena_run():
