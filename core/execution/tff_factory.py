@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedarena.core.execution.engine.computations import build_gather
+from fedarena.core.execution.engine.computations import aggregate_kept, build_gather
 from fedarena.core.plugin.interfaces import Aggregator, Facts, Layer, ServerContext
 
 
@@ -103,7 +103,8 @@ def as_tff_factory(aggregator: Aggregator, facts: Facts | None = None, seed: int
                     round=round_number,
                     seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(round_number, tf.int64)]),
                 )
-                aggregate, _ = aggregator.aggregate(rows, tf.ones([count], tf.float32), ctx)
+                # The server stage's own plumbing: no rows, no call; the plugin's `apply`.
+                aggregate, _, _ = aggregate_kept(aggregator, rows, tf.ones([count], tf.float32), ctx, {})
                 parts = [tf.cast(tf.reshape(part, leaf.shape), leaf.dtype)
                          for part, leaf in zip(tf.split(aggregate, sizes), leaves)]
                 return round_number, tf.nest.pack_sequence_as(structure, parts)

@@ -122,12 +122,6 @@ class Bucketing(Aggregator):
         aggregate.set_shape(rows.shape[1:])
         return aggregate, share, new_state
 
-    def aggregate(self, rows, weights, ctx):
-        """Bucketing around a stateless inner rule, without state (as
-        `fedarena.core.execution.tff_factory` calls it)."""
-        aggregate, share, _ = self.apply(rows, weights, ctx, {})
-        return aggregate, share
-
 
 @hookimpl
 def fedarena_register_aggregators(registry):
