@@ -11,6 +11,7 @@ import tensorflow_federated as tff
 from fedarena.core.plugin.interfaces import Facts
 from fedarena.core.execution.tff_factory import as_tff_factory
 from fedarena.plugins.aggregators.afa import AFA
+from fedarena.plugins.aggregators.bucketing import Bucketing
 from fedarena.plugins.aggregators.centered_clipping import CenteredClipping
 from fedarena.plugins.aggregators.fedavg import FedAvg
 from fedarena.plugins.aggregators.krum import Krum
@@ -41,6 +42,9 @@ def test_the_process_applies_the_aggregator_to_the_client_values(tff_context):
     np.testing.assert_allclose(krum.next(krum.initialize(), clients).result[1], [2.0, -2.0, 4.0])
     trimmed = as_tff_factory(TrimmedMean(k=1)).create(value_type)
     np.testing.assert_allclose(trimmed.next(trimmed.initialize(), clients).result[1], [3.0, -3.0, 6.0])
+    # A wrapping rule goes through its `apply` as in a run: buckets of one are the rows themselves.
+    bucketed = as_tff_factory(Bucketing(inner=Median(), s=1)).create(value_type)
+    np.testing.assert_allclose(bucketed.next(bucketed.initialize(), clients).result[1], [3.0, -3.0, 6.0])
 
 
 def test_stateful_aggregators_and_failed_checks_are_refused():
