@@ -188,7 +188,12 @@ def test_sigkill_leaves_no_worker_and_a_readable_file(tmp_path, write_scenario, 
     record = read_record(out)
     root, data = record.attrs, record.data
     assert root["status"] == "running"
-    assert data["clients/id"].shape[0] == len(data["metrics/round"]) == root["rounds_done"] >= 2
+    done = root["rounds_done"]
+    assert done >= 2
+    # Every completed round is there; a round being written when the kill
+    # landed may show up past rounds_done (docs/results.md), never before it.
+    assert data["clients/id"].shape[0] >= done and len(data["metrics/round"]) >= done
+    assert data["metrics/round"][:done].tolist() == list(range(1, done + 1))
 
 
 def test_quickstart_learns_despite_label_flipping(tmp_path):
