@@ -370,3 +370,26 @@ def row_clip_factors(rows, bound):
     no row needs scaling -> float32 [n]."""
     bound = tf.cast(tf.cast(bound, tf.float32), tf.float64)
     return tf.cast(clip_factors(row_norms64(rows), bound), tf.float32)
+
+
+# A float64 norm of 2^NORM_FIT_EXPONENT or more is brought, with all the
+# others, below it: the sum of two such norms (a median) then still fits
+# float32 (largest finite 2^128 (1 - 2^-24)).
+NORM_FIT_EXPONENT = 126
+
+
+def row_norms32(x):
+    """The L2 norm of each row of ``x`` [n, d] in float32, all multiplied by
+    one power of two so that the largest is below 2^126 -> (norms float32
+    [n], that factor float32 scalar).  Finite for any finite rows (see
+    `row_norms64`).  The factor is exactly 1.0, and the norms bit-for-bit
+    ``tf.norm(x, axis=1)``, unless a norm would reach 2^126; a common power
+    of two changes no ratio between norms, no comparison and no clip factor,
+    so scale-free uses (a norm over the median norm) need not undo it."""
+    norms = row_norms64(x)
+    peak = tf.maximum(tf.reduce_max(norms), 0.0)  # 0 for no rows
+    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(peak, tf.int64), 52), 2047) - 1023
+    # 2^(125 - exponent): biased exponent 1023 + 125 - exponent (>= 2^-26: rows are float32).
+    factor = tf.bitcast(tf.bitwise.left_shift(1023 + NORM_FIT_EXPONENT - 1 - exponent, 52), tf.float64)
+    factor = tf.where((exponent >= NORM_FIT_EXPONENT) & tf.math.is_finite(peak), factor, tf.ones_like(peak))
+    return tf.cast(norms * factor, tf.float32), tf.cast(factor, tf.float32)

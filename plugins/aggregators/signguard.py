@@ -23,7 +23,9 @@ from the round seed folded with this rule's salt.  If no update passes
 both filters the aggregate is zero.  With ``layers`` the norm filter and
 the sign statistics look at those layers' columns only (the fraction is of
 their coordinates); the clipping of step 3 uses whole norms and their
-median.
+median.  Norms are computed finite for any finite rows (`row_norms32`:
+float64, then scaled by one power of two only if one would reach 2^126),
+which changes no ratio, so no result at ordinary scales.
 
 The row with the other signs and the row ten times the median norm are
 left out; the others are clipped to the median norm (here 2):
@@ -95,10 +97,12 @@ def signguard(rows, seed, lower=0.1, upper=3.0, fraction=0.1, quantile=0.3, colu
     filters on ``columns`` (None: all) -> (aggregate ``[d]``, share
     ``[n]``)."""
     rows = tf.convert_to_tensor(rows)
-    norms = tf.norm(rows, axis=1)
+    # Norms scaled by a common power of two (1.0 unless one would reach
+    # 2^126): only their ratios to the median are used, which it leaves exact.
+    norms, _ = _tensor.row_norms32(rows)
     median = _tensor.median(norms)
     view = _tensor.on_columns(rows, columns)
-    view_norms = norms if columns is None else tf.norm(view, axis=1)
+    view_norms = norms if columns is None else _tensor.row_norms32(view)[0]
     ratio = tf.math.divide_no_nan(view_norms, _tensor.median(view_norms))
     by_norm = (ratio >= lower) & (ratio <= upper)
     d = tf.shape(view)[1]
@@ -133,7 +137,9 @@ class SignGuard(Aggregator):
     passes both filters the aggregate is zero.  With ``layers``, the norm
     filter and the sign statistics look at those layers' parameters only
     (the fraction is of their coordinates); the clipping of step 3 uses
-    the whole updates' norms and their median.
+    the whole updates' norms and their median.  Norms stay finite for any
+    finite update (float64, scaled by a common power of two past 2^126;
+    the ratios are unchanged).
     """
 
     paper = "Xu et al. 2022, ICDCS"

@@ -14,7 +14,10 @@ Deviations: the 1-D split is exact (the best cut of the sorted values; the
 paper runs k-means); nothing is dropped with no indicative feature, equal
 cluster sizes or fewer than 3 rows.  The decision is per round, as in the
 paper.  Score: the distance to the larger cluster's centroid on the
-indicative features.
+indicative features.  Once a value reaches 2^50 the rows (and alpha) are
+first multiplied by one exact power of two (`scale_of`), so that no square
+overflows; nothing changes below that, and scaled values too small for
+float32's squares then count as equal.
 
 >>> rows = tf.constant([[0.0, 0.001], [0.001, 0.0], [0.0, -0.001], [0.05, 0.0]])
 >>> distance, keep = auror(rows, alpha=0.01)
@@ -31,7 +34,7 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import mean_or_zero, minority_of, on_columns, two_means
+from fedarena.plugins._tensor import mean_or_zero, minority_of, on_columns, scale_of, to_float32, two_means
 from fedarena.plugins.detectors._common import LAYERS_DOC
 
 
@@ -61,6 +64,10 @@ def auror(x, alpha):
     """Auror on the kept rows ``x`` [n, c]: -> (distance of each row to the
     larger 2-means cluster's centroid on the indicative features [n], kept
     [n])."""
+    # Huge (but finite) values are scaled by an exact power of two, and
+    # alpha with them, so that no square overflows; 1.0 at ordinary scales.
+    scale = scale_of(x)
+    x, alpha = x * scale, alpha * scale
     indicative = column_two_means_gap(x) > alpha
     features = x * tf.cast(indicative, x.dtype)[None, :]
     assign, centroids = two_means(features)
@@ -68,7 +75,8 @@ def auror(x, alpha):
     distance = tf.norm(features - centroids[larger], axis=1)
     drop = (minority_of(assign) & (tf.norm(centroids[0] - centroids[1]) > alpha)
             & tf.reduce_any(indicative) & (tf.shape(x)[0] >= 3))
-    return distance, ~drop
+    # The score back in update units (clamped to float32's range).
+    return to_float32(tf.cast(distance, tf.float64) / tf.cast(scale, tf.float64)), ~drop
 
 
 @attrs.frozen
@@ -84,7 +92,9 @@ class Auror(Detector):
     than 3 kept rows: nothing dropped.  ``alpha`` is in update units, as in
     the paper, and must fit the scale of the updates.  The paper decides per
     round as here (no memory across rounds).  Score: the distance to the
-    larger cluster's centroid on the indicative features."""
+    larger cluster's centroid on the indicative features.  Finite for any
+    finite updates: past 2^50 the computation runs on rows (and an alpha)
+    scaled by one exact power of two; nothing changes below that."""
 
     paper = "Shen et al. 2016, ACSAC"
 

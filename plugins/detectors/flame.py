@@ -17,7 +17,9 @@ single-cluster case that min_cluster_size > n / 2 allows
 the clustering reads only the columns of ``layers``, the clipping bound the
 whole update; the noise is one vector per round added to every accepted
 row rather than to the aggregate (the same for any aggregator that commutes
-with a common shift).
+with a common shift).  Norms are finite for any finite rows (`row_norms32`),
+which changes nothing at ordinary scales; a median norm past float32's range
+gives noise of standard deviation lambda times float32's largest value.
 
 Three similar rows and one pointing the other way; the long one is clipped
 to the median norm (noise off):
@@ -39,11 +41,15 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import clip_factors, cosine_matrix, median, on_columns, salted_seed, without_diagonal
+from fedarena.plugins._tensor import (
+    clip_factors, cosine_matrix, median, on_columns, row_norms32, salted_seed, without_diagonal,
+)
 from fedarena.plugins.detectors._common import LAYERS_DOC
 
 # Salt folded into the round seed for the noise ("FLAM").
 FLAME_SALT = 0x464C414D
+# The noise's scale when the median norm is past float32's range.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def cosine_distances(x):
@@ -159,12 +165,15 @@ def flame(rows, features, noise_lambda, min_cluster_fraction, seed):
     rows; accepted bool [n])."""
     members, outside = hdbscan_single_cluster(cosine_distances(features),
                                               flame_min_cluster_size(tf.shape(rows)[0], min_cluster_fraction))
-    # Clip to the median norm of every kept update (the paper's S_t).
-    norms = tf.norm(rows, axis=1)
+    # Clip to the median norm of every kept update (the paper's S_t).  The
+    # norms (and so the bound) are scaled by `factor`, a power of two that is
+    # 1.0 unless a norm would reach 2^126: the clip factors do not change.
+    norms, factor = row_norms32(rows)
     bound = median(norms)
     changed = rows * clip_factors(norms, bound)[:, None]
     if noise_lambda > 0:
-        changed += tf.random.stateless_normal([tf.shape(rows)[1]], seed, stddev=noise_lambda * bound)[None, :]
+        stddev = noise_lambda * tf.minimum(bound / factor, FLOAT32_MAX)
+        changed += tf.random.stateless_normal([tf.shape(rows)[1]], seed, stddev=stddev)[None, :]
     return tf.where(members[:, None], changed, rows), tf.cast(outside, tf.float32), members
 
 
@@ -196,7 +205,9 @@ class Flame(Detector):
     Clipping: S is the median L2 norm of all kept updates (whole model,
     whatever ``layers`` says; an update is the model minus the global model,
     so its norm is the paper's distance e_i); accepted updates longer than S
-    are scaled down to S.
+    are scaled down to S.  Norms are computed finite for any finite update
+    (float64, then scaled by a common power of two past 2^126, which leaves
+    the clip factors exact); nothing changes at ordinary scales.
 
     Noise (deviation from the letter of the paper, same effect): the paper
     adds N(0, (lambda S)^2) to the aggregated model.  A detector cannot touch

@@ -30,7 +30,7 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import mean_or_zero, minority_of, on_columns, two_means
+from fedarena.plugins._tensor import mean_or_zero, minority_of, on_columns, scale_of, two_means
 
 
 def class_columns(layers, num_classes, source, names=()):
@@ -88,6 +88,10 @@ def label_flip_pca(x, separation, standardize=True):
     the first 2 principal components, in within-cluster RMS units [n], kept
     [n]: all but a well separated smaller cluster; all with fewer than 3
     rows)."""
+    # Huge (finite) slices are first scaled by an exact power of two (1.0
+    # below 2^50): the standardisation squares values, and the distances
+    # come out in RMS units, so the scale changes nothing else.
+    x = x * scale_of(x)
     n = tf.shape(x)[0]
     minority, distance = tf.cond(
         n >= 3,

@@ -31,3 +31,23 @@ def test_signguard_filters_by_norm_and_by_sign_cluster():
 
 def test_signguard_check_messages():
     assert SignGuard(lower=2.0, upper=1.0).check(facts_with(6)) == ["signguard needs lower < upper (here 2 >= 1)"]
+
+
+def test_signguard_scales_exactly_with_huge_rows():
+    # Rows times a power of two: norms past float32's range are computed
+    # finite (at 2^122 the longest norm is past 2^128), and since a power
+    # of two scales exactly, the choice and shares are those of the plain
+    # rows and the aggregate is exactly scaled.
+    rng = np.random.default_rng(10)
+    x = (np.abs(rng.normal(size=(10, 40))) * np.where(rng.uniform(size=(10, 40)) < 0.8, 1.0, -1.0)).astype(np.float32)
+    x[[2, 5]] = -x[[2, 5]]
+    x[8] *= 10.0
+    plain, plain_share, _ = run(SignGuard(fraction=1.0), x)
+    assert 0 < (plain_share > 0).sum() < 10
+    for exponent in (100, 122):
+        scale = np.float32(2.0 ** exponent)
+        with np.errstate(over="ignore"):
+            assert np.isfinite(x * scale).all() and not np.isfinite(np.linalg.norm(x * scale, axis=1)).all()
+        aggregate, share, _ = run(SignGuard(fraction=1.0), x * scale)
+        np.testing.assert_array_equal(share, plain_share)
+        np.testing.assert_array_equal(aggregate, plain * scale)

@@ -35,6 +35,19 @@ def test_column_two_means_gap_is_the_exact_best_split():
     np.testing.assert_allclose(D.column_two_means_gap(tf.constant(x)).numpy(), expected, rtol=1e-5)
 
 
+def test_auror_scales_exactly_with_huge_rows_and_alpha():
+    # Rows and alpha times a power of two (2^120: squares overflow float32):
+    # the same rows are dropped and the scores, in update units, scale exactly.
+    updates = auror_case()
+    plain_score, plain_keep = (t.numpy() for t in D.auror(tf.constant(updates), 0.01))
+    assert plain_keep.tolist() == [True] * 10 + [False] * 3
+    scale = 2.0 ** 120
+    score, keep = (t.numpy() for t in D.auror(tf.constant(updates * np.float32(scale)), 0.01 * scale))
+    assert np.isfinite(score).all()
+    np.testing.assert_array_equal(keep, plain_keep)
+    np.testing.assert_array_equal(score, plain_score * np.float32(scale))
+
+
 def test_rows_dropped_earlier_stay_dropped_and_change_no_decision():
     check_rows_dropped_earlier_stay_dropped_and_change_no_decision(D.Auror(), lambda: auror_case(seed=4), layers_for(40))
 

@@ -157,6 +157,25 @@ def test_flame_adds_one_noise_vector_of_std_lambda_times_the_median_norm():
     assert not np.allclose(other_round[kept], noisy[kept])
 
 
+def test_flame_scales_exactly_with_huge_rows():
+    # Rows times a power of two (at 2^110 squares overflow float32, at 2^120
+    # the longest norm is past 2^128): the clipping and the noise scale
+    # exactly, the decisions and scores do not change.
+    updates = sybil_case(seed=3)
+    updates[8:] *= 5
+    flame = D.Flame(noise_lambda=0.01)
+    plain, plain_score, plain_kept, _ = run(flame, updates, layers=layers_for(60))
+    assert 0 < plain_kept.sum() < len(updates) and (plain != updates).any()
+    for exponent in (110, 120):
+        scale = np.float32(2.0 ** exponent)
+        out, score, kept, _ = run(flame, updates * scale, layers=layers_for(60))
+        with np.errstate(over="ignore"):
+            assert not np.isfinite(np.linalg.norm(updates * scale, axis=1)).all()
+        np.testing.assert_array_equal(kept, plain_kept)
+        np.testing.assert_array_equal(score, plain_score)
+        np.testing.assert_array_equal(out, plain * scale)
+
+
 def test_rows_dropped_earlier_stay_dropped_and_change_no_decision():
     check_rows_dropped_earlier_stay_dropped_and_change_no_decision(D.Flame(), lambda: sybil_case(seed=4), layers_for(60))
 
