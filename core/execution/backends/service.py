@@ -442,16 +442,18 @@ def serving_notice(host: str, address: str) -> list[str]:
     addresses = _addresses_of(host)
     if addresses and all(a.is_loopback for a in addresses):
         return [
-            f"fedarena worker: loopback-only: the TFF executor service is reachable at {address} from this machine "
-            f"alone; it has no authentication, so any user of this machine can run code through it.",
+            f"fedarena: warning: loopback-only: the TFF executor service at {address} is reachable from this "
+            f"machine alone, but it has no authentication: any user of this machine can run code as you through "
+            f"it. A --host other than a loopback address would let other machines do the same.",
             device,
         ]
     every = any(a.is_unspecified for a in addresses)
     where = (f"port {address.rsplit(':', 1)[1]} of EVERY network interface of this machine" if every
              else f"{address}, an address other machines may reach,")
     return [
-        f"WARNING: the TFF executor service listens on {where} and has no authentication or encryption: anyone "
-        f"who can reach it can run code here. Use it only on a trusted network or behind a firewall.",
+        f"fedarena: WARNING: the TFF executor service listens on {where} and has no authentication or "
+        f"encryption: anyone who can reach it can run code here as you. Use it only on a trusted network or "
+        f"behind a firewall; without --host it listens on 127.0.0.1, this machine only.",
         device,
     ]
 
