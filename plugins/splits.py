@@ -188,13 +188,21 @@ class Natural(Split):
     many writers are drawn at random, one per client, and the other
     writers' samples are not used (the usual practice with Federated
     EMNIST, e.g. Reddi et al. 2021) -- then the parts do not cover the
-    training set.  More clients than writers is an error; so is a dataset
-    without writers (found when the data is loaded: the checker cannot know)."""
+    training set.  A dataset without writers is refused when the scenario
+    is checked (its `DatasetInfo.has_writers`); more clients than writers
+    is an error when the data is loaded."""
 
     paper = "none (the dataset's writers); mode sample: Reddi et al. 2021, ICLR"
 
     mode: str = param("merge", choices=("merge", "sample"),
                       doc="merge: every writer goes to some client; sample: one random writer per client, rest unused")
+
+    def check(self, facts: Facts) -> list[str]:
+        if facts.has_writers:
+            return []
+        return ["natural: the dataset's samples have no writers to make clients of (emnist and shakespeare have "
+                "them, and npz with a writers_train array); use such a dataset, or another split, e.g. "
+                f"'split dirichlet(alpha = 0.5) over {facts.num_clients} clients'"]
 
     def partition(self, labels, num_clients, rng):
         from fedarena.plugins.datasets._writers import writers_of

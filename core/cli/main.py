@@ -71,7 +71,11 @@ def cmd_run(args) -> int:
         if not scenario.detectors:  # detection metrics then only count non-finite updates
             shown = {name: value for name, value in shown.items() if not name.startswith("detection_")}
         summary = "  ".join(f"{name} {value:.4f}" for name, value in shown.items())
-        print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
+        done, status = _outcome(scenario.output, scenario.rounds)
+        if status == "complete":
+            print(f"{scenario.title}: {scenario.rounds} rounds complete; {summary}")
+        else:  # a plugin's fedarena_round_end stopped it
+            print(f"{scenario.title}: {status} after {done} of {scenario.rounds} rounds; {summary}")
         print(f"results written to {scenario.output}")
         return 0
 
@@ -148,6 +152,17 @@ def cmd_fmt(args) -> int:
     if failed:
         return 2
     return 1 if args.check and changed else 0
+
+
+def _outcome(path: str, rounds: int) -> tuple[int, str]:
+    """A finished run's rounds done and status, as its results file says."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f.attrs.get("rounds_done", rounds)), str(f.attrs.get("status", "complete"))
+    except (OSError, ValueError):
+        return rounds, "complete"
 
 
 def cmd_plugins(args) -> int:
@@ -330,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "machine's GPU if TensorFlow sees one) or worker (TFF's C++ worker, CPU only); default "
                              "auto, or FEDARENA_BACKEND")
     worker.set_defaults(handler=cmd_worker)
+
+    from fedarena.core.cli.data import add_data_commands
+
+    add_data_commands(commands)  # fedarena data list / fetch
     return parser
 
 

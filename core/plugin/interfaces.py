@@ -22,6 +22,9 @@ class DatasetInfo:
 
     num_classes: int
     input_shape: tuple[int, ...]
+    # Each training sample has a writer (a natural client), for the
+    # ``natural`` split (`fedarena.plugins.datasets._writers`).
+    has_writers: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -49,12 +52,19 @@ class Facts:
     # The folder of the scenario file ("" when there is none: the working
     # directory); relative paths in plugin parameters are read from here.
     scenario_dir: str = ""
+    has_writers: bool = False  # the dataset's training samples have writers (DatasetInfo.has_writers)
 
     def resolve(self, path: str) -> Path:
         """A path given in a plugin parameter: ``~`` expanded, and a relative
         path taken from the scenario file's folder (`scenario_dir`)."""
-        location = Path(os.path.expanduser(path))
-        return location if location.is_absolute() else Path(self.scenario_dir or ".") / location
+        return resolve_path(path, self.scenario_dir)
+
+
+def resolve_path(path: str, folder: str) -> Path:
+    """``path`` with ``~`` expanded, and taken from ``folder`` ("" for the
+    working directory) when relative: how a scenario's file names are read."""
+    location = Path(os.path.expanduser(path))
+    return location if location.is_absolute() else Path(folder or ".") / location
 
 
 @attrs.frozen
@@ -160,12 +170,44 @@ class Split(Plugin):
         raise NotImplementedError
 
 
+@attrs.frozen(eq=False)
+class Network:
+    """A model written as a pure function of its tensors, for models with
+    running statistics (BatchNorm), which TFF's conversion of Keras models
+    cannot carry.  `Model.network` returns one; ``fedarena.plugins._functional``
+    builds them from layer functions.
+
+    ``trainable`` and ``statistics`` are ``(name, initial value)`` pairs in
+    the order of the flat vector (trainable tensors first, then statistics).
+    ``forward`` is, in TF, ``forward(trainable, statistics, x, training) ->
+    (logits, new statistics)``: tuples of tensors in those orders, inputs
+    ``[n, *input_shape]``, and ``training`` a Python bool (training uses
+    batch statistics and returns the running statistics updated; evaluation
+    uses the running ones and returns them unchanged).  ``local`` names the
+    tensors each client keeps as its own instead of sharing them (FedBN),
+    empty when the model shares everything."""
+
+    trainable: tuple[tuple[str, np.ndarray], ...]
+    statistics: tuple[tuple[str, np.ndarray], ...]
+    forward: Any
+    local: tuple[str, ...] = ()
+
+
 class Model(Plugin):
+    """A model is a Keras model (`build`), or a `Network` (`network`) when
+    it has running statistics such as BatchNorm's."""
+
     kind = "model"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int):
         """A new, uncompiled Keras model returning logits."""
         raise NotImplementedError
+
+    def network(self, input_shape: tuple[int, ...], num_classes: int, rng: np.random.Generator) -> Network | None:
+        """Optional: the model as a `Network`, its initial values drawn from
+        ``rng``; the engine then uses it instead of `build`.  None (the
+        default) for Keras models."""
+        return None
 
 
 class Optimizer(Plugin):
@@ -312,5 +354,5 @@ class Metric(Plugin):
 
 __all__ = [
     "DatasetInfo", "DatasetArrays", "Facts", "Layer", "ServerContext", "RunInfo", "Plugin", "Dataset", "Split", "Model",
-    "Optimizer", "Attack", "Trigger", "Detector", "Aggregator", "Metric",
+    "Network", "Optimizer", "Attack", "Trigger", "Detector", "Aggregator", "Metric",
 ]

@@ -1,17 +1,25 @@
 """What the image datasets share: reading local files (gzipped or not,
-checked against a ``SHA256SUMS`` beside them), checking and scaling images,
-holding out a test set, Keras' loaders, and the ``path`` / ``holdout``
-parameters with the logic that arranges train and test sets from them.
+checked against a ``SHA256SUMS`` beside them, or inside a tar archive),
+unpickling CIFAR's python batches safely, decoding JPEG and PNG files,
+checking and scaling images, standardizing them per channel (the
+``normalize`` parameter of every image dataset), holding out a test set,
+and the ``path`` / ``holdout`` parameters with the logic that arranges
+train and test sets from them and checks, with the scenario, that the
+data is on this machine (a ``path`` that exists, or the standard loader's
+cache: ``_download``).
 
 Every failure is a `RunError` that names the file and says what was
-expected.  Nothing here imports TensorFlow until Keras' loader is used.
+expected.  Nothing here imports TensorFlow; a download does (``_download``).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
+import pickle
+import tarfile
 import zlib
 from pathlib import Path
 from typing import ClassVar
@@ -20,9 +28,9 @@ import attrs
 import numpy as np
 
 from fedarena.core.errors import RunError
-from fedarena.core.plugin.interfaces import Dataset, DatasetArrays, DatasetInfo
+from fedarena.core.plugin.interfaces import Dataset, DatasetArrays, DatasetInfo, Facts
 from fedarena.core.plugin.params import param
-from fedarena.plugins import _tf as tf
+from fedarena.plugins.datasets._download import Source
 
 
 def holdout_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, info: DatasetInfo) -> DatasetArrays:
@@ -70,6 +78,43 @@ def verify_checksum(file: Path) -> None:
             return
 
 
+def read_members(location: Path, names: tuple[str, ...], subfolder: str, archive: str,
+                 dataset: str, expected: str) -> tuple[dict[str, tuple[str, bytes]], Path]:
+    """The files ``names`` of a dataset shipped as a tar archive (CIFAR's
+    python versions), found as loose files in ``location`` or in its
+    ``subfolder``, or in the archive: ``location`` itself or ``archive``
+    inside it.  Returns ``{name: (where, contents)}`` for those present (each
+    loose file checked against a ``SHA256SUMS`` beside it) and where they
+    were found; a RunError saying ``expected`` when there are none."""
+    if location.is_file():
+        return _tar_members(location, names, dataset, expected), location
+    for folder in (location, location / subfolder):
+        files = {name: folder / name for name in names if (folder / name).is_file()}
+        if files:
+            for file in files.values():
+                verify_checksum(file)
+            return {name: (str(file), read_bytes(file)) for name, file in files.items()}, folder
+    if (location / archive).is_file():
+        return _tar_members(location / archive, names, dataset, expected), location / archive
+    raise RunError(f"{dataset}: no {dataset} files in {location}; {expected}")
+
+
+def _tar_members(file: Path, names: tuple[str, ...], dataset: str, expected: str) -> dict[str, tuple[str, bytes]]:
+    verify_checksum(file)
+    found = {}
+    try:
+        with tarfile.open(file) as archive:
+            for member in archive.getmembers():
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in names:
+                    found[name] = (f"{file}:{member.name}", archive.extractfile(member).read())
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise RunError(f"{dataset}: cannot read {file} as a tar archive: {error}") from error
+    if not found:
+        raise RunError(f"{dataset}: {file} holds none of {', '.join(names)}; {expected}")
+    return found
+
+
 def find(folder: Path, names: tuple[str, ...]) -> Path | None:
     """The first of ``names`` present in ``folder``, as is or with ``.gz``."""
     for name in names:
@@ -77,6 +122,73 @@ def find(folder: Path, names: tuple[str, ...]) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only: a dataset file must
+    not be able to run code (``pickle.load`` would run any callable)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+
+
+def unpickle_dict(data: bytes, where: str, name: str, keys: tuple[str, ...]) -> dict:
+    """A pickled dict of plain values and NumPy arrays (CIFAR's python
+    batches), read with an unpickler that cannot run code; its byte-string
+    keys decoded.  ``name`` (the dataset) and ``where`` (the file) go into
+    the messages; ``keys`` must be present."""
+    try:
+        loaded = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as error:  # any unpickling failure means a bad file
+        raise RunError(f"{name}: cannot unpickle {where}: {type(error).__name__}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise RunError(f"{name}: {where} holds a {type(loaded).__name__}, expected a dict with "
+                       f"{' and '.join(keys)}")
+    loaded = {k.decode() if isinstance(k, bytes) else k: v for k, v in loaded.items()}
+    missing = [key for key in keys if key not in loaded]
+    if missing:
+        raise RunError(f"{name}: {where} has keys {sorted(map(str, loaded))}; expected {', '.join(map(repr, keys))}")
+    return loaded
+
+
+def cifar_images(batch: dict, where: str, name: str) -> np.ndarray:
+    """The images of a CIFAR python batch: ``data`` rows of 3072 uint8, the
+    1024 red, then green, then blue values of a row-major 32x32 image ->
+    (N, 32, 32, 3)."""
+    x = np.asarray(batch["data"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise RunError(f"{name}: {where}: data of shape {x.shape} and type {x.dtype}; expected N x 3072 uint8")
+    return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def decode_images(files: list[Path], shape: tuple[int, int, int], dataset: str) -> np.ndarray:
+    """JPEG or PNG files decoded to uint8 RGB images of ``shape`` (h, w, 3),
+    grey or palette images converted to RGB, with Pillow (installed with
+    matplotlib).  A file that is not an image, or of another size, is a
+    RunError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(files), *shape), np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise RunError(f"{dataset}: cannot decode {file} as an image: {error}") from error
+        if pixels.shape != tuple(shape):
+            raise RunError(f"{dataset}: {file} is {pixels.shape[1]}x{pixels.shape[0]} pixels, expected "
+                           f"{shape[1]}x{shape[0]}")
+        out[i] = pixels
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -112,16 +224,92 @@ def checked(where: str, x: np.ndarray, y: np.ndarray, image_shape, num_classes: 
 
 
 # --------------------------------------------------------------------------
+# Standardization: the ``normalize`` parameter.
+
+NORMALIZE = ("none", "standard")
+
+
+@attrs.frozen
+class ChannelStats:
+    """A dataset's per-channel mean and standard deviation of its pixels
+    scaled to [0, 1], and where the numbers come from (for the docs)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+
+def normalize_param():
+    """The ``normalize`` parameter every image dataset declares."""
+    return param(
+        "none", choices=NORMALIZE,
+        doc='"none": inputs as described (pixels in [0, 1]); "standard": minus the per-channel mean, divided '
+            "by the per-channel standard deviation of the training set, the same numbers for train and test "
+            "(docs/data.md lists them); a trigger's value is then in that standardized space",
+    )
+
+
+def channel_stats(x: np.ndarray, rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (last axis) mean and population standard deviation of
+    ``x``, in float64, in two passes over ``rows`` pixels at a time (no
+    float64 copy of a gigabyte training set)."""
+    channels = x.shape[-1]
+    flat = x.reshape(-1, channels)
+    total = np.zeros(channels)
+    for start in range(0, len(flat), rows):
+        total += flat[start : start + rows].sum(axis=0, dtype=np.float64)
+    mean = total / max(len(flat), 1)
+    squares = np.zeros(channels)
+    for start in range(0, len(flat), rows):
+        squares += np.square(flat[start : start + rows] - mean).sum(axis=0)
+    return mean, np.sqrt(squares / max(len(flat), 1))
+
+
+def normalized(arrays: DatasetArrays, normalize: str, stats: ChannelStats | None, where: str) -> DatasetArrays:
+    """``arrays`` as they are (``normalize = "none"``) or standardized
+    (``"standard"``): train and test inputs replaced by ``(x - mean) / std``
+    per channel (the inputs' last axis), in float32, with the dataset's
+    stated ``stats`` or, when it has none, those of ``arrays.train_x``.
+    The loader's own fresh arrays are changed in place (Tiny ImageNet's
+    training set is 4.9 GB: no second copy)."""
+    if normalize == "none":
+        return arrays
+    channels = arrays.train_x.shape[-1]
+    if stats is None:
+        mean, std = channel_stats(arrays.train_x)
+    else:
+        mean, std = np.asarray(stats.mean), np.asarray(stats.std)
+    if len(mean) != channels or (std <= 0).any():
+        raise RunError(f"{where}: cannot standardize {channels} channels with mean {tuple(mean)} and standard "
+                       f"deviation {tuple(std)}; use normalize = \"none\"")
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    for x in (arrays.train_x, arrays.test_x):
+        np.subtract(x, mean, out=x)
+        np.divide(x, std, out=x)
+    return arrays
+
+
+# --------------------------------------------------------------------------
 # The image datasets' base.
+
+
+def path_problem(name: str, path: str, expected: str) -> list[str]:
+    """The check-time message for a ``path`` that does not exist."""
+    location = Path(os.path.expanduser(path))
+    if location.exists():
+        return []
+    return [f"dataset '{name}': path {location} does not exist; give path = {expected}"]
 
 
 @attrs.frozen
 class ImageDataset(Dataset):
-    """Shared by `mnist`, `fashion_mnist` and `cifar10`."""
+    """Shared by `mnist`, `fashion_mnist`, `cifar10` and `cifar100`: ``path``,
+    ``holdout`` and ``normalize``."""
 
     path: str = param(
         "", doc="local copy of the dataset (folder or file, see the dataset's description); "
-                "empty: Keras' loader, which downloads once to ~/.keras/datasets",
+                "empty: the standard loader's cache (~/.keras/datasets, or $FEDARENA_DATA/keras/datasets), "
+                "filled by 'fedarena data fetch NAME'",
     )
     holdout: int = param(
         0, ge=0,
@@ -129,27 +317,35 @@ class ImageDataset(Dataset):
             "set as the test set and train on the rest -- the training files if present, else the test files "
             "alone (e.g. MNIST's t10k files with holdout = 2000 give 8,000 / 2,000)",
     )
+    normalize: str = normalize_param()
 
     NAME: ClassVar[str] = ""
     NUM_CLASSES: ClassVar[int] = 10
     IMAGE_SHAPE: ClassVar[tuple[int, ...]] = ()
+    SOURCE: ClassVar[Source]  # the standard loader's download and cache
+    STATS: ClassVar[ChannelStats]  # what normalize = "standard" subtracts and divides by
 
     def info(self) -> DatasetInfo:
         return DatasetInfo(num_classes=self.NUM_CLASSES, input_shape=self.IMAGE_SHAPE)
+
+    def check(self, facts: Facts) -> list[str]:
+        if self.path:
+            return path_problem(self.NAME, self.path, self.SOURCE.path_hint)
+        problem = self.SOURCE.problem()
+        return [problem] if problem else []
 
     def load(self, seed: int) -> DatasetArrays:
         if self.path:
             location = Path(os.path.expanduser(self.path))
             if not location.exists():
                 raise RunError(f"{self.NAME}: path {location} does not exist ({self._expected()})")
-            sets = self._read_local(location)
         else:
-            sets = self._read_keras()
-        return self._arrange(sets)
+            location = self.SOURCE.ensure()
+        return normalized(self._arrange(self._read_local(location)), self.normalize, self.STATS, self.NAME)
 
     def _arrange(self, sets: Sets) -> DatasetArrays:
         info = self.info()
-        where = f"{self.NAME} at {self.path}" if self.path else f"{self.NAME} (Keras)"
+        where = f"{self.NAME} at {self.path or self.SOURCE.location()}"
         if self.holdout:
             which = "train" if "train" in sets else "test"
             x, y = sets[which]
@@ -169,21 +365,6 @@ class ImageDataset(Dataset):
             raise RunError(f"{where}: no test set found; set holdout = N to hold out N training samples instead")
         (train_x, train_y), (test_x, test_y) = sets["train"], sets["test"]
         return DatasetArrays(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, info=info)
-
-    def _read_keras(self) -> Sets:
-        loader = getattr(tf.keras.datasets, self.NAME)
-        try:
-            (train_x, train_y), (test_x, test_y) = loader.load_data()
-        except Exception as error:  # network or cache failures, whatever their type
-            raise RunError(
-                f"{self.NAME}: Keras' loader failed ({type(error).__name__}: {error}); it downloads to "
-                f"~/.keras/datasets on first use -- without network, give path = ... ({self._expected()})"
-            ) from error
-        shape = self.IMAGE_SHAPE
-        return Sets(
-            train=checked(f"{self.NAME} (Keras)", train_x, train_y, shape, self.NUM_CLASSES),
-            test=checked(f"{self.NAME} (Keras)", test_x, test_y, shape, self.NUM_CLASSES),
-        )
 
     def _read_local(self, location: Path) -> Sets:
         raise NotImplementedError

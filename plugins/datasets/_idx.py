@@ -43,6 +43,12 @@ def idx_names(prefix: str, kind: str) -> tuple[str, ...]:
     return (f"{prefix}-{kind}-idx{number}-ubyte", f"{prefix}-{kind}.idx{number}-ubyte")
 
 
+def idx_path_hint(name: str) -> str:
+    """What ``path`` takes instead of the cache, for messages."""
+    return (f'"FOLDER" holding the IDX files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
+            f't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or a Keras-layout {name}.npz)')
+
+
 class IdxDataset(ImageDataset):
     """MNIST-format datasets: IDX files or Keras' ``.npz`` layout."""
 

@@ -7,9 +7,13 @@ how the ``natural`` split finds the writers through the unchanged
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import attrs
 import numpy as np
 
+from fedarena.core.errors import RunError
 from fedarena.core.plugin.interfaces import DatasetArrays
 
 
@@ -53,9 +57,24 @@ def writers_of(labels) -> np.ndarray | None:
 class FederatedArrays(DatasetArrays):
     """`DatasetArrays` of a dataset with natural clients: ``writer_names``
     (index = writer id), ``train_writers`` and ``test_writers`` (int32, the
-    writer of each sample).  ``train_y`` is a `WriterLabels` carrying
-    ``train_writers`` too."""
+    writer of each sample; -1 where a test sample's writer is not known).
+    ``train_y`` is a `WriterLabels` carrying ``train_writers`` too."""
 
     train_writers: np.ndarray = attrs.field(kw_only=True)
     test_writers: np.ndarray = attrs.field(kw_only=True)
     writer_names: tuple[str, ...] = attrs.field(kw_only=True)
+
+
+def tff_writers(dataset: str, database: Path, splits: tuple[str, ...]) -> list[str]:
+    """The sorted client ids (writers) of the given splits of a SQLite file
+    in TFF's layout (table ``client_metadata``)."""
+    marks = ", ".join("?" for _ in splits)
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            rows = connection.execute(
+                f"SELECT DISTINCT client_id FROM client_metadata WHERE split_name IN ({marks})", splits).fetchall()
+    except sqlite3.Error as error:
+        raise RunError(f"{dataset}: cannot read {database} as TFF's SQLite layout: {error}") from error
+    if not rows:
+        raise RunError(f"{dataset}: {database} has no clients in {', '.join(splits)}")
+    return sorted(row[0] for row in rows)

@@ -4,9 +4,12 @@ Source: G. Cohen, S. Afshar, J. Tapson and A. van Schaik, "EMNIST: an
 extension of MNIST to handwritten letters", IJCNN 2017 (arXiv:1702.05373),
 partitioned by writer as in LEAF: S. Caldas et al., "LEAF: A Benchmark for
 Federated Settings", arXiv:1812.01097, 2018; the copy TFF distributes
-(``tff.simulation.datasets.emnist``, one SQLite file ``emnist_all.sqlite``).
-28x28 grey levels; 3,383 writers and 10 classes with ``only_digits``, else
-3,400 writers and 62 classes.
+(``tff.simulation.datasets.emnist``, one SQLite file ``emnist_all.sqlite``,
+about 1.5 GB, cached in ``~/.tff`` by ``fedarena data fetch emnist``
+through TFF's own download function).  28x28 grey levels; 3,383 writers
+and 10 classes with ``only_digits``, else 3,400 writers and 62 classes.
+TFF publishes no checksum: a download is checked against the client and
+example counts TFF's documentation gives for each split.
 
 Preprocessing: TFF's float pixels (ink 0, background 1) are inverted by
 default to MNIST's convention (ink 1 on background 0), clipped to [0, 1]
@@ -14,25 +17,33 @@ and given a channel axis, (28, 28, 1); labels int32.  The training set is
 every chosen writer's training samples, the test set their test samples;
 each training sample's writer travels with its label (`WriterLabels`) for
 the ``natural`` split.  ``max_writers`` keeps a subset chosen with a fixed
-seed (0).
+seed (0).  With ``normalize = "standard"``, then ``(x - mean) / std`` with
+the mean and standard deviation of the pixels of the training set as
+loaded (computed at load: they depend on ``only_digits``, ``invert`` and
+``max_writers``, and no published values match TFF's copy; LEAF and TFF's
+baselines standardize nothing).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import numpy as np
 
 from fedarena.core.errors import RunError
 from fedarena.core.plugin.hookspecs import hookimpl
-from fedarena.core.plugin.interfaces import Dataset, DatasetInfo
+from fedarena.core.plugin.interfaces import Dataset, DatasetInfo, Facts
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins.datasets._writers import FederatedArrays, WriterLabels
+from fedarena.plugins.datasets._common import normalize_param, normalized, path_problem
+from fedarena.plugins.datasets._download import RemoteFile, Source, tff_sqlite_check
+from fedarena.plugins.datasets._writers import FederatedArrays, WriterLabels, tff_writers
 
 _EMNIST_FILE = "emnist_all.sqlite"
+TFF_ORIGIN = "https://storage.googleapis.com/tff-datasets-public/"
 
 
 @attrs.frozen
@@ -46,9 +57,9 @@ class Emnist(Dataset):
     test set all their test samples.  Each training sample's writer is
     known, for the ``natural`` split.
 
-    Loaded with ``tff.simulation.datasets.emnist.load_data(cache_dir=path)``,
-    which downloads ``emnist_all.sqlite.lzma`` once (about 1.5 GB unpacked)
-    unless ``<path>/emnist_all.sqlite`` exists; the rows are then streamed
+    Read from TFF's ``emnist_all.sqlite`` (about 1.5 GB): in ``path``, or
+    in TFF's cache ``~/.tff``, where ``fedarena data fetch emnist``
+    downloads it with TFF's own download function.  The rows are streamed
     from that SQLite file in stored order (rather than through one
     ``tf.data`` pipeline per writer), so a writer's samples need not be
     contiguous: ``train_writers`` says whose each one is.
@@ -59,40 +70,53 @@ class Emnist(Dataset):
     paper = "Cohen et al. 2017, IJCNN; LEAF: Caldas et al. 2018, arXiv:1812.01097"
 
     only_digits: bool = param(True, doc="digits only (10 classes, 3,383 writers); false: 62 classes, 3,400 writers")
-    path: str = param("", doc="TFF's cache folder holding emnist_all.sqlite; empty: ~/.tff (downloaded if absent)")
+    path: str = param("", doc="a folder holding TFF's emnist_all.sqlite; empty: TFF's cache ~/.tff (or "
+                              "$FEDARENA_DATA/tff), filled by 'fedarena data fetch emnist'")
     invert: bool = param(True, doc="store ink as 1 and background as 0, as MNIST does (TFF's raw data is the reverse)")
     max_writers: int = param(0, ge=0, doc="keep only this many writers, chosen with a fixed seed (0: all)")
+    normalize: str = normalize_param()
+
+    SOURCE: ClassVar[Source] = Source(
+        dataset="emnist", loader="tff", size="about 1.5 GB",
+        path_hint='"FOLDER" holding TFF\'s emnist_all.sqlite',
+        files=(RemoteFile(_EMNIST_FILE, TFF_ORIGIN + "emnist_all.sqlite.lzma"),),
+        # TFF's documentation of emnist.load_data: writers and examples per split.
+        verify_contents=tff_sqlite_check("emnist", {
+            "digits_only_train": (3383, 341_873), "digits_only_test": (3383, 40_832),
+            "all_train": (3400, 671_585), "all_test": (3400, 77_483),
+        }),
+    )
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(num_classes=10 if self.only_digits else 62, input_shape=(28, 28, 1))
+        return DatasetInfo(num_classes=10 if self.only_digits else 62, input_shape=(28, 28, 1), has_writers=True)
+
+    def check(self, facts: Facts) -> list[str]:
+        if self.path:
+            return path_problem("emnist", self.path, self.SOURCE.path_hint)
+        problem = self.SOURCE.problem()
+        return [problem] if problem else []
 
     def database(self) -> Path:
-        folder = Path(os.path.expanduser(self.path)) if self.path else Path.home() / ".tff"
-        return folder / _EMNIST_FILE
+        return Path(os.path.expanduser(self.path)) / _EMNIST_FILE if self.path else self.SOURCE.location()
 
     def load(self, seed: int) -> FederatedArrays:
-        import tensorflow_federated as tff
-
-        cache = str(Path(os.path.expanduser(self.path))) if self.path else None
-        try:
-            train, test = tff.simulation.datasets.emnist.load_data(only_digits=self.only_digits, cache_dir=cache)
-        except Exception as error:  # download, decompression or database-format failures
-            raise RunError(
-                f"emnist: TFF's loader failed ({type(error).__name__}: {error}); it needs network on first use, "
-                f"or {self.database()} (TFF's emnist_all.sqlite, unpacked from emnist_all.sqlite.lzma)"
-            ) from error
-        database = getattr(train, "_filepath", None) or str(self.database())
-        names = sorted(set(train.client_ids) | set(test.client_ids))
+        database = self.database() if self.path else self.SOURCE.ensure()
+        if not database.is_file():
+            raise RunError(f"emnist: {database} does not exist; give path = a folder holding TFF's {_EMNIST_FILE}, "
+                           "or leave path empty and run 'fedarena data fetch emnist'")
+        prefix = "digits_only" if self.only_digits else "all"
+        names = tff_writers("emnist", database, (f"{prefix}_train", f"{prefix}_test"))
         if self.max_writers and self.max_writers < len(names):
             keep = np.random.default_rng(0).choice(len(names), self.max_writers, replace=False)
             names = [names[i] for i in np.sort(keep)]
-        prefix = "digits_only" if self.only_digits else "all"
-        train_x, train_y, train_w = self._read(database, f"{prefix}_train", names)
-        test_x, test_y, test_w = self._read(database, f"{prefix}_test", names)
-        return FederatedArrays(
+        train_x, train_y, train_w = self._read(str(database), f"{prefix}_train", names)
+        test_x, test_y, test_w = self._read(str(database), f"{prefix}_test", names)
+        arrays = FederatedArrays(
             train_x=train_x, train_y=WriterLabels(train_y, train_w, names), test_x=test_x, test_y=test_y,
             info=self.info(), train_writers=train_w, test_writers=test_w, writer_names=tuple(names),
         )
+        # No stated numbers: the training set's own (see the module's docstring).
+        return normalized(arrays, self.normalize, None, f"emnist at {database}")
 
     def _read(self, database: str, split_name: str, names: list[str]):
         """One split's samples of the chosen writers, streamed from the SQLite

@@ -77,7 +77,17 @@ def test_there_are_scenarios():
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=_relative)
 def test_every_scenario_passes_the_checker(path):
-    scenario = checked(path)
+    from fedarena.core.errors import ScenarioError
+
+    try:
+        scenario = checked(path)
+    except ScenarioError as error:
+        # A dataset this machine has not fetched: the scenario says so at its
+        # top (tests/scenario/test_shipped_scenarios_check.py holds it to that).
+        fetch = re.search(r"'(fedarena data fetch \w+)'", str(error))
+        if fetch is None or fetch.group(1) not in path.read_text(encoding="utf-8"):
+            raise
+        pytest.skip(f"needs `{fetch.group(1)}` first")
     assert scenario.rounds >= 1
 
 
@@ -104,7 +114,7 @@ def test_each_attack_has_a_scenario_that_uses_it(name):
     assert path.is_file(), f"no scenario for the attack '{name}'"
     scenario = checked(path)
     assert [group.name for group in scenario.attacks] == [name]
-    assert scenario.output == f"results/attacks/{name}.h5"
+    assert scenario.output == f"results/{name}.h5"
     assert type(scenario.dataset).__name__ == "Digits"  # offline
 
 
@@ -121,7 +131,7 @@ def test_each_defense_has_a_scenario_that_uses_it(name):
     else:
         assert [registry.name_of(d) for d in scenario.detectors] == [name]
     assert len(scenario.attacks) == 1, "a defense scenario faces one attack"
-    assert scenario.output == f"results/defenses/{name}.h5"
+    assert scenario.output == f"results/{name}.h5"
     assert type(scenario.dataset).__name__ == "Digits"  # offline
 
 

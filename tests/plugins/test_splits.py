@@ -3,6 +3,7 @@ clients, and determinism under the rng it is given."""
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 
@@ -199,6 +200,41 @@ def test_natural_split_errors():
     labels = WriterLabels([0, 1, 2], [0, 0, 1])
     with pytest.raises(RunError, match="only 2 writers"):
         Natural().partition(labels, 3, np.random.default_rng(0))
+
+
+NATURAL_WITHOUT_WRITERS = (
+    "natural: the dataset's samples have no writers to make clients of (emnist and shakespeare have them, and npz "
+    "with a writers_train array); use such a dataset, or another split, e.g. "
+    "'split dirichlet(alpha = 0.5) over 6 clients'"
+)
+
+
+def test_natural_split_without_writers_is_a_check_time_error():
+    facts = Facts(num_clients=6, clients_per_round=2, num_classes=10, input_shape=(4,))
+    assert Natural().check(facts) == [NATURAL_WITHOUT_WRITERS]
+    assert Natural(mode="sample").check(attrs.evolve(facts, has_writers=True)) == []
+
+
+def test_natural_split_on_a_dataset_without_writers_fails_check_at_the_split(tmp_path):
+    from fedarena.core.errors import ScenarioError
+    from fedarena.core.language.parser import parse
+    from fedarena.core.plugin.registry import default_registry
+    from fedarena.core.scenario.sweep import check
+
+    text = """scenario "s" {
+  rounds 1
+  dataset digits
+  split natural over 6 clients
+  model mlp
+}"""
+    with pytest.raises(ScenarioError) as caught:
+        check(parse(text, "s.fls"), default_registry())
+    assert str(caught.value) == f"s.fls:4:9: {NATURAL_WITHOUT_WRITERS}\n      split natural over 6 clients\n            ^"
+    np.savez(tmp_path / "own.npz", x_train=np.zeros((12, 3)), y_train=np.arange(12) % 2, x_test=np.zeros((2, 3)),
+             y_test=np.array([0, 1]), writers_train=np.repeat(["ann", "bob", "cy"], 4))
+    with_writers = text.replace("dataset digits", f'dataset npz(path = "{tmp_path / "own.npz"}")')
+    with_writers = with_writers.replace("over 6 clients", "over 3 clients")
+    assert check(parse(with_writers, "s.fls"), default_registry()).dataset.info().has_writers
 
 
 def test_fewer_samples_than_clients_fills_what_it_can():

@@ -94,11 +94,13 @@ def test_a_sweep_writes_one_file_and_its_report_matches_it(tmp_path, write_scena
 
 def test_parallel_jobs_finish_the_others_when_one_point_fails(tmp_path, write_scenario):
     out = tmp_path / "sweep.h5"
-    axes = f'  dataset in [{SYNTHETIC}, mnist(path = "{tmp_path}/no-such-folder"), synthetic(samples = 300)]'
+    # An existing folder without the IDX files passes the check and fails when point 1 loads its data.
+    (tmp_path / "empty-folder").mkdir()
+    axes = f'  dataset in [{SYNTHETIC}, mnist(path = "{tmp_path}/empty-folder"), synthetic(samples = 300)]'
     path = write_scenario(SWEEP.format(dataset=SYNTHETIC, output=out, axes=axes))
     result = run_fedarena("run", path, "--jobs", "2")
     assert result.returncode == 1
-    assert "error: point 1 (dataset=mnist(" in result.stderr and "no-such-folder" in result.stderr
+    assert "error: point 1 (dataset=mnist(" in result.stderr and "empty-folder" in result.stderr
     assert "sweep of 3 runs, 2 complete now, 1 failed" in result.stdout
     assert orphan_workers() == []  # every job stopped its own worker
     with h5py.File(out) as f:
