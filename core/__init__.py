@@ -23,6 +23,7 @@ from fedarena.core.plugin.interfaces import (
     Layer,
     Metric,
     Model,
+    Network,
     Optimizer,
     Plugin,
     RunInfo,
@@ -34,5 +35,5 @@ from fedarena.core.plugin.params import param
 
 __all__ = [
     "Aggregator", "Attack", "Dataset", "DatasetArrays", "DatasetInfo", "Detector", "Facts", "Layer", "Metric",
-    "Model", "Optimizer", "Plugin", "RunInfo", "ServerContext", "Split", "Trigger", "hookimpl", "param",
+    "Model", "Network", "Optimizer", "Plugin", "RunInfo", "ServerContext", "Split", "Trigger", "hookimpl", "param",
 ]

@@ -14,7 +14,8 @@ from fedarena.core.plugin.registry import default_registry
 from fedarena.plugins.models import CNN, MLP, LeNet5, Logistic, ResNet
 
 MODELS = [MLP(hidden=(16,)), Logistic(), CNN(), LeNet5(), LeNet5(activation="tanh", pooling="average"),
-          ResNet(depth=8), ResNet(depth=8, norm="none")]
+          ResNet(depth=8), ResNet(depth=8, norm="none"), CNN(norm="group", hidden=32),
+          LeNet5(norm="group", activation="tanh", groups=1)]
 SHAPES = [(28, 28, 1), (32, 32, 3), (8, 8, 1), (28, 28)]
 
 
@@ -141,3 +142,96 @@ def test_models_work_as_tff_functional_models(model):
             logits, grads = session.run((logits, grads))
     assert logits.shape == (2, 10)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+
+
+def test_cnn_and_lenet5_defaults_build_the_models_they_built_before_the_norm_option():
+    # Existing results stay bit-identical: same layers, same names, same
+    # weights from the same seed as the pre-option definitions (written out here).
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+
+    def old_cnn():
+        inputs = tf.keras.Input(shape=(28, 28, 1), name="input")
+        x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
+        x = layers.MaxPooling2D(2, name="pool1")(x)
+        x = layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
+        x = layers.Flatten(name="flatten")(layers.MaxPooling2D(2, name="pool2")(x))
+        x = layers.Dense(512, activation="relu", name="dense1")(x)
+        return tf.keras.Model(inputs, layers.Dense(10, name="logits")(x))
+
+    def old_lenet5():
+        inputs = tf.keras.Input(shape=(28, 28, 1), name="input")
+        x = layers.Conv2D(6, 5, padding="same", activation="relu", name="c1")(inputs)
+        x = layers.MaxPooling2D(2, name="s2")(x)
+        x = layers.Conv2D(16, 5, padding="valid", activation="relu", name="c3")(x)
+        x = layers.Flatten(name="flatten")(layers.MaxPooling2D(2, name="s4")(x))
+        x = layers.Dense(84, activation="relu", name="f6")(layers.Dense(120, activation="relu", name="c5")(x))
+        return tf.keras.Model(inputs, layers.Dense(10, name="logits")(x))
+
+    for model, old in ((CNN(), old_cnn), (LeNet5(), old_lenet5)):
+        tf.keras.utils.set_random_seed(3)
+        new_model = model.build((28, 28, 1), 10)
+        tf.keras.utils.set_random_seed(3)
+        old_model = old()
+        assert [l.get_config() | {"name": ""} for l in new_model.layers[1:]] == \
+               [l.get_config() | {"name": ""} for l in old_model.layers[1:]]
+        assert [w.name for w in new_model.weights] == [w.name for w in old_model.weights]
+        for new, before in zip(new_model.get_weights(), old_model.get_weights()):
+            np.testing.assert_array_equal(new, before)
+
+
+def test_group_norm_sits_between_each_convolution_and_its_activation():
+    import tensorflow as tf
+
+    cnn = CNN(norm="group").build((28, 28, 1), 10)
+    kinds = [type(layer).__name__ for layer in cnn.layers]
+    assert kinds == ["InputLayer", "Conv2D", "GroupNormalization", "Activation", "MaxPooling2D", "Conv2D",
+                     "GroupNormalization", "Activation", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    norms = [l for l in cnn.layers if isinstance(l, tf.keras.layers.GroupNormalization)]
+    assert [n.groups for n in norms] == [2, 2]
+    assert not any(l.use_bias for l in cnn.layers if isinstance(l, tf.keras.layers.Conv2D))
+    # The paper's 1,663,370 less the convolutions' biases (32 + 64), plus
+    # GroupNorm's scale and offset per channel (2 x 32 + 2 x 64).
+    assert cnn.count_params() == 1_663_370 - 96 + 192
+    lenet = LeNet5(norm="group", activation="tanh", groups=1).build((28, 28, 1), 10)
+    assert [l.name for l in lenet.layers[1:5]] == ["c1", "c1_norm", "c1_tanh", "s2"]
+    assert lenet.get_layer("c1_tanh").activation is tf.keras.activations.tanh
+    assert lenet.count_params() == 61_706 - 22 + 44
+
+
+def test_group_norm_groups_must_divide_the_channels():
+    images = Facts(num_clients=4, clients_per_round=2, num_classes=10, input_shape=(28, 28, 1))
+    assert CNN(norm="group", groups=3).check(images) == [
+        "cnn: groups = 3 does not divide the channels of its convolutions (32, 64); use a divisor of all of them"]
+    assert LeNet5(norm="group", groups=4).check(images) == [
+        "lenet5: groups = 4 does not divide the channels of its convolutions (6, 16); use a divisor of all of them"]
+    assert CNN(norm="group", groups=32).check(images) == [] and LeNet5(norm="group", groups=2).check(images) == []
+    assert CNN(groups=3).check(images) == []  # groups matter only with norm = "group"
+    with pytest.raises(ValueError, match="groups = 3"):
+        CNN(norm="group", groups=3).build((28, 28, 1), 10)
+
+
+def test_a_group_norm_model_trains_through_the_engine(fedarena_run):
+    record = fedarena_run("""scenario "lenet5 with GroupNorm on digits" {
+  seed 2
+  rounds 1
+  dataset digits
+  split iid over 4 clients
+  model lenet5(norm = "group")
+  training {
+    batch_size 32
+    optimizer sgd(learning_rate = 0.05)
+  }
+}""")
+    assert record.status == "complete"
+    weights = record.data["model/weights"]
+    built = LeNet5(norm="group").build((8, 8, 1), 10)
+    assert weights.shape == (built.count_params(),) and np.all(np.isfinite(weights))
+    # GroupNorm's scales start at 1 and offsets at 0; one round of training moved them.
+    scale, offset = (np.asarray(w).size for w in built.get_layer("c1_norm").weights)
+    c1 = built.get_layer("c1").kernel.shape.num_elements()
+    assert scale == offset == 6
+    c1_scale, c1_offset = weights[c1:c1 + 6], weights[c1 + 6:c1 + 12]
+    assert not np.allclose(c1_scale, 1.0) and not np.allclose(c1_offset, 0.0)
+    assert np.allclose(c1_scale, 1.0, atol=0.5)

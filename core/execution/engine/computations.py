@@ -48,10 +48,14 @@ CLIENT_FIELDS = (
 )
 
 
-def client_type():
+def client_type(local_size: int = 0):
+    """The client input's TFF type; with ``local_size`` > 0, a last field
+    ``local_norm`` carries the client's own values of the tensors the model
+    keeps on the clients (FedBN, `FlatModel.local`)."""
     import tensorflow_federated as tff
 
-    return tff.StructType([(name, tff.TensorType(dtype, shape)) for name, dtype, shape in CLIENT_FIELDS])
+    fields = CLIENT_FIELDS + ((("local_norm", np.float32, [local_size]),) if local_size else ())
+    return tff.StructType([(name, tff.TensorType(dtype, shape)) for name, dtype, shape in fields])
 
 
 def apply_role(role: Role, plugin, state: dict, method, *args):
@@ -66,36 +70,50 @@ def apply_role(role: Role, plugin, state: dict, method, *args):
     return outputs
 
 
+def client_order(seed, n, epoch):
+    """In TF: the order in which a client with ``n`` samples visits them in
+    local epoch ``epoch``, drawn from its own ``seed``."""
+    import tensorflow as tf
+
+    return tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, epoch)))
+
+
 def local_training(model: FlatModel, training) -> Callable:
     """In TF: ``local_update(flat, x, y, seed) -> (update as a flat delta,
-    mean training loss)`` from the model ``flat`` on (x, y).  FedAvg: local
-    epochs of the client optimizer; FedSGD: minus the gradient of one batch.
-    The server trains on its root samples with the same function."""
+    mean training loss, the flat vector reached)`` from the model ``flat``
+    on (x, y).  FedAvg: local epochs of the client optimizer; FedSGD: minus
+    the gradient of one batch.  The optimizer sees the trainable tensors
+    only; running statistics (BatchNorm) follow each training step's
+    forward pass, and their change is part of the delta.  The server trains
+    on its root samples with the same function."""
     import tensorflow as tf
 
     optimizer = training.optimizer.build()
-    functional = model.functional
     epochs, batch_size = training.local_epochs, training.batch_size
 
     def local_update(flat, x, y, seed):
-        start = model.unflatten(flat)
+        start, start_statistics = model.split(flat)
         n = tf.shape(y)[0]
 
-        def loss_of(weights, indices):
-            logits = functional.predict_on_batch((weights, ()), tf.gather(x, indices), training=True)
-            return functional.loss(logits, tf.gather(y, indices))
+        def loss_of(weights, statistics, indices):
+            logits, statistics = model.forward(weights, statistics, tf.gather(x, indices), training=True)
+            return model.loss(logits, tf.gather(y, indices)), statistics
 
         def shuffled(epoch):
-            return tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, epoch)))
+            return client_order(seed, n, epoch)
+
+        def change(end, begin):
+            return [tf.reshape(a - b, [-1]) for a, b in zip(end, begin)]
 
         if training.protocol == "fedsgd":
             indices = shuffled(0)[:batch_size]
             with tf.GradientTape() as tape:
                 tape.watch(start)
-                loss = loss_of(start, indices)
+                loss, statistics = loss_of(start, start_statistics, indices)
             grads = tape.gradient(loss, start)
-            delta = -tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-            return tf.where(n > 0, delta, tf.zeros_like(delta)), tf.where(n > 0, loss, 0.0)
+            delta = tf.concat([-tf.reshape(g, [-1]) for g in grads] + change(statistics, start_statistics), axis=0)
+            delta = tf.where(n > 0, delta, tf.zeros_like(delta))
+            return delta, tf.where(n > 0, loss, 0.0), flat + delta
 
         # The mini-batch loop is a tf.while_loop over precomputed shuffles:
         # the same batches as a tf.data pipeline, at well under half the
@@ -103,23 +121,23 @@ def local_training(model: FlatModel, training) -> Callable:
         steps_per_epoch = (n + batch_size - 1) // batch_size
         orders = tf.stack([shuffled(epoch) for epoch in range(epochs)])
 
-        def step(i, weights, opt_state, loss_sum, count):
+        def step(i, weights, statistics, opt_state, loss_sum, count):
             batch = i % steps_per_epoch
             indices = orders[i // steps_per_epoch, batch * batch_size : tf.minimum((batch + 1) * batch_size, n)]
             with tf.GradientTape() as tape:
                 tape.watch(weights)
-                loss = loss_of(weights, indices)
+                loss, statistics = loss_of(weights, statistics, indices)
             grads = tape.gradient(loss, weights)
             opt_state, weights = optimizer.next(opt_state, weights, tuple(grads))
             taken = tf.cast(tf.size(indices), tf.float32)
-            return i + 1, tuple(weights), opt_state, loss_sum + loss * taken, count + taken
+            return i + 1, tuple(weights), tuple(statistics), opt_state, loss_sum + loss * taken, count + taken
 
         opt_state = optimizer.initialize(tuple(tf.TensorSpec(w.shape, w.dtype) for w in start))
-        _, final, _, loss_sum, count = tf.while_loop(
-            lambda i, *_: i < epochs * steps_per_epoch, step, (0, start, opt_state, 0.0, 0.0)
+        _, final, final_statistics, _, loss_sum, count = tf.while_loop(
+            lambda i, *_: i < epochs * steps_per_epoch, step, (0, start, start_statistics, opt_state, 0.0, 0.0)
         )
-        delta = tf.concat([tf.reshape(a - b, [-1]) for a, b in zip(final, start)], axis=0)
-        return delta, tf.math.divide_no_nan(loss_sum, count)
+        delta = tf.concat(change(final, start) + change(final_statistics, start_statistics), axis=0)
+        return delta, tf.math.divide_no_nan(loss_sum, count), model.flatten((*final, *final_statistics))
 
     return local_update
 
@@ -130,9 +148,43 @@ def build_client_work(model: FlatModel, store: ClientStore, local_update: Callab
     row`` of one client: its samples read from ``store``, poisoned by its
     attack group's ``poison_data`` when the group acts (``attacks``: every
     attack group's role and plugin, in group order), trained on by
-    ``local_update`` (see `local_training`)."""
+    ``local_update`` (see `local_training`).
+
+    When the model keeps tensors on the clients (FedBN: `FlatModel.local`),
+    the client input carries the client's own values of them
+    (``local_norm``); the client trains from the broadcast model with those
+    values in place, its row's delta is zero there (nothing of them is
+    shared), and the row carries the values it reached (``local_norm``),
+    which the run stores back for the client's next round."""
     import tensorflow as tf
     import tensorflow_federated as tff
+
+    keeps_local = len(model.local) > 0
+    poison = data_poisoning(attacks, facts)
+
+    @tff.tensorflow.computation(tff.TensorType(np.float32, [model.dim]), client_type(len(model.local)))
+    def client_work(flat, data):
+        # Client work: (poisoned) local data, local training from the broadcast model.
+        x, y = store.read(data.client, model.input_shape)
+        x, y = poison(x, y, data.group, data.seed, data.member)
+        start = model.with_local(flat, data.local_norm) if keeps_local else flat
+        delta, loss, end = local_update(start, x, y, data.seed)
+        row = dict(
+            delta=model.without_local(delta) if keeps_local else delta, n=tf.cast(tf.shape(y)[0], tf.float32),
+            slot=data.slot, group=data.group, client=data.client, loss=loss,
+        )
+        if keeps_local:
+            row["local_norm"] = tf.gather(end, model.local)
+        return row
+
+    return client_work
+
+
+def data_poisoning(attacks: Sequence[tuple[Role, object]], facts) -> Callable:
+    """In TF: ``poison(x, y, group, seed, member) -> (x, y)``: a client's
+    samples after its attack group's ``poison_data`` (``group`` -1: none,
+    the samples as they are)."""
+    import tensorflow as tf
 
     poisoners = [(role, attack) for role, attack in attacks]
 
@@ -146,18 +198,7 @@ def build_client_work(model: FlatModel, store: ClientStore, local_update: Callab
         ]
         return tf.switch_case(group + 1, branches)
 
-    @tff.tensorflow.computation(tff.TensorType(np.float32, [model.dim]), client_type())
-    def client_work(flat, data):
-        # Client work: (poisoned) local data, local training from the broadcast model.
-        x, y = store.read(data.client, model.input_shape)
-        x, y = poison(x, y, data.group, data.seed, data.member)
-        delta, loss = local_update(flat, x, y, data.seed)
-        return dict(
-            delta=delta, n=tf.cast(tf.shape(y)[0], tf.float32), slot=data.slot, group=data.group,
-            client=data.client, loss=loss,
-        )
-
-    return client_work
+    return poison
 
 
 @attrs.frozen
@@ -184,15 +225,19 @@ class Gather:
         return tff.federated_aggregate(values, self.zero(), self.accumulate, self.merge, self.report)
 
 
-def build_gather(row_type) -> Gather:
+def build_gather(row_type, blocks: bool = False) -> Gather:
     """The parts of a ``federated_aggregate`` that concatenates rows of
     ``row_type``.  TFF merges partial results in any order; when the row is
-    a structure with a ``slot`` field, the report restores slot order."""
+    a structure with a ``slot`` field, the report restores slot order.
+    With ``blocks``, each client value is already a block of rows (a
+    group of clients trained together, `cohort`): ``row_type``'s fields
+    have a first axis of unknown size, and blocks are concatenated."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
+    new_axis = [] if blocks else [None]
     if isinstance(row_type, tff.TensorType):
-        rows_type = tff.TensorType(row_type.dtype, [None, *row_type.shape])
+        rows_type = tff.TensorType(row_type.dtype, [*new_axis, *row_type.shape])
 
         def each(fn, *values):
             return fn(row_type, *values)
@@ -200,7 +245,7 @@ def build_gather(row_type) -> Gather:
         ordered = False
     else:
         row_fields = tff.structure.to_elements(row_type)
-        rows_type = tff.StructType([(name, tff.TensorType(t.dtype, [None, *t.shape])) for name, t in row_fields])
+        rows_type = tff.StructType([(name, tff.TensorType(t.dtype, [*new_axis, *t.shape])) for name, t in row_fields])
 
         def each(fn, *values):
             return {name: fn(t, *(value[name] for value in values)) for name, t in row_fields}
@@ -209,11 +254,11 @@ def build_gather(row_type) -> Gather:
 
     @tff.tensorflow.computation
     def no_rows():
-        return each(lambda t: tf.zeros([0, *t.shape], t.dtype))
+        return each(lambda t: tf.zeros([0, *(t.shape[1:] if blocks else t.shape)], t.dtype))
 
     @tff.tensorflow.computation(rows_type, row_type)
     def append_row(rows, row):
-        return each(lambda _, a, r: tf.concat([a, r[None]], axis=0), rows, row)
+        return each(lambda _, a, r: tf.concat([a, r if blocks else r[None]], axis=0), rows, row)
 
     @tff.tensorflow.computation(rows_type, rows_type)
     def merge_rows(a, b):
@@ -317,7 +362,7 @@ def initial_state(stateful: Sequence[tuple[Role, object]], dim: int, facts, serv
 def build_server_stage(rows_type, *, dim: int, layers, facts, aggregator: tuple[Role, object],
                        attacks: Sequence[tuple[Role, object]] = (), detectors: Sequence[tuple[Role, object]] = (),
                        state: dict | None = None, server_learning_rate: float = 1.0, server_momentum: float = 0.0,
-                       root_update: Callable | None = None):
+                       root_update: Callable | None = None, statistics_from: int | None = None):
     """The ``tff.tensorflow.computation`` ``(global weights, gathered rows,
     round info) -> round outputs`` of the server: each update attack
     rewrites its group's rows, non-finite rows are dropped, each detector
@@ -325,11 +370,16 @@ def build_server_stage(rows_type, *, dim: int, layers, facts, aggregator: tuple[
     still kept (`aggregate_kept`), then the server step (with momentum if
     ``server_momentum``).  ``state`` is the first round's (see
     `initial_state`); ``root_update(global_weights, seed)`` is the server's
-    own update on its root samples, for plugins that need it."""
+    own update on its root samples, for plugins that need it.  Coordinates
+    from ``statistics_from`` on are running statistics (`FlatModel`): they
+    take the aggregate as it is, without the server's learning rate or
+    momentum.  Rows with a ``local_norm`` field (FedBN) pass it through."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
     initial = state or {}
+    statistics_from = dim if statistics_from is None else statistics_from
+    passes_local = "local_norm" in dict(tff.structure.to_elements(rows_type))
     weights_type = tff.TensorType(np.float32, [dim])
 
     @tff.tensorflow.computation(weights_type, rows_type, round_info_type(initial))
@@ -367,12 +417,17 @@ def build_server_stage(rows_type, *, dim: int, layers, facts, aggregator: tuple[
         role, plugin = aggregator
         aggregate, row_weights = apply_role(role, plugin, state, aggregate_kept, plugin, updates,
                                             tf.where(keep, rows["n"], 0.0), ctx)
+        averaged = aggregate
         if "server" in state:  # FedAvgM: the server steps along a momentum of aggregates
             aggregate = server_momentum * state["server"]["velocity"] + aggregate
             state["server"] = {"velocity": aggregate}
         new_weights = global_weights + server_learning_rate * aggregate
+        if statistics_from < dim:  # running statistics: the aggregate as it is
+            new_weights = tf.concat([new_weights[:statistics_from],
+                                     global_weights[statistics_from:] + averaged[statistics_from:]], axis=0)
         finished = stamp(detected, new_weights, row_weights, state)
         return dict(
+            **({"local_norm": rows["local_norm"]} if passes_local else {}),  # FedBN: stored by the run
             weights=new_weights,
             state=state,
             stage_seconds=tf.stack([attacked - started, detected - attacked, finished - detected]),
@@ -418,7 +473,8 @@ def compose_round(client_work, gather: Gather, server_stage):
 
 class RoundComputations:
     """The TFF computations of one scenario, traced once per run:
-    ``client_train`` (the client work), ``gather``, ``server_stage``,
+    ``client_train`` (the client work: of one client, or of a group of
+    ``group_size`` clients, `cohort`), ``gather``, ``server_stage``,
     ``run_round`` (the three composed) and the first round's
     ``initial_state``."""
 
@@ -430,10 +486,21 @@ class RoundComputations:
         update_attacks = [(role, attack) for role, attack in attacks if attack.poisons_updates]
         detectors = [(role, plugin) for role, plugin in roles if role.kind == "detector"]
         aggregator = next((role, plugin) for role, plugin in roles if role.kind == "aggregator")
+        if len(model.local) and training.protocol == "fedsgd":
+            raise RunError("the model keeps normalization layers on the clients (norm_state = \"local\", FedBN), "
+                           "which needs local training: use protocol fedavg")
         local_update = local_training(model, training)
 
-        self.client_train = build_client_work(model, store, local_update, attacks, facts)
-        self.gather = build_gather(self.client_train.type_signature.result)
+        # The client work: one client per TFF client value, or (training
+        # setting client_group > 1) a group of clients trained together (`cohort`).
+        self.group_size = training.client_group
+        if self.group_size > 1:
+            from fedarena.core.execution.engine.cohort import build_cohort_work  # cohort builds on this module
+
+            self.client_train = build_cohort_work(model, store, training, attacks, facts)
+        else:
+            self.client_train = build_client_work(model, store, local_update, attacks, facts)
+        self.gather = build_gather(self.client_train.type_signature.result, blocks=self.group_size > 1)
         # Server-side plugins with state across rounds, by key.
         stateful = update_attacks + detectors + [aggregator]
         needs_root = any(plugin.needs_root_update for _, plugin in stateful)
@@ -445,12 +512,13 @@ class RoundComputations:
         if needs_root:
             def root_update(global_weights, seed):
                 root_x, root_y = store.read(store.root, model.input_shape)
-                return local_update(global_weights, root_x, root_y, seed)[0]
+                delta = local_update(global_weights, root_x, root_y, seed)[0]
+                return model.without_local(delta) if len(model.local) else delta
 
         self.server_stage = build_server_stage(
             self.gather.rows_type, dim=model.dim, layers=model.layers, facts=facts, aggregator=aggregator,
             attacks=update_attacks, detectors=detectors, state=self.initial_state,
             server_learning_rate=training.server_learning_rate, server_momentum=training.server_momentum,
-            root_update=root_update,
+            root_update=root_update, statistics_from=model.statistics_from,
         )
         self.run_round = compose_round(self.client_train, self.gather, self.server_stage)
