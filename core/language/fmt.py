@@ -31,7 +31,7 @@ from fedarena.core.language.parser import parse_with_comments
 INDENT = "  "
 # Statements that share a section sit together; blocks stand apart (None).
 SECTIONS = {
-    "seed_stmt": "run", "rounds_stmt": "run",
+    "seed_stmt": "run", "rounds_stmt": "run", "start_stmt": "run",
     "dataset_stmt": "data", "split_stmt": "data", "model_stmt": "data",
     "training_block": None, "attack_block": None,
     "detector_stmt": "defense", "aggregator_stmt": "defense",

@@ -32,8 +32,15 @@ from fedarena.core.errors import Diagnostic, ScenarioError, Span
 
 # How deeply lists and calls may nest inside one another.
 MAX_DEPTH = 100
+# The longest name of a plugin, parameter or setting: a longer one is a
+# mistake, and every message that quotes it would be as long.
+MAX_NAME = 100
 # Syntax errors reported before reading stops.
 MAX_ERRORS = 50
+# Tokens and characters skipped by error recovery before reading stops: each
+# costs some twenty times a token parsed, so a file that is one long error
+# (`) ) ) ...` over megabytes) would otherwise take minutes.
+MAX_SKIPPED = 10_000
 
 # How the error messages name each terminal.
 TOKEN_WORDS = {
@@ -45,15 +52,17 @@ TOKEN_WORDS = {
 # Groups of terminals that read better as one word in "expected ...".
 STATEMENT_TOKENS = frozenset({
     "SEED", "ROUNDS", "DATASET", "SPLIT", "MODEL", "TRAINING", "ATTACK", "DETECTOR", "AGGREGATOR",
-    "EVALUATE", "OUTPUT",
+    "EVALUATE", "OUTPUT", "START",
 })
 VALUE_TOKENS = frozenset({"NAME", "INT", "FLOAT", "PERCENT", "STRING", "TRUE", "FALSE", "LSQB", "EVERY"})
 SETTING_TOKENS = frozenset({"NAME", "ROUNDS", "CLIENTS"})
-PATH_TOKENS = STATEMENT_TOKENS | {"NAME", "SCENARIO", "OVER", "CLIENTS", "EVERY", "TRUE", "FALSE", "SWEEP", "IN"}
+PATH_TOKENS = STATEMENT_TOKENS | {"NAME", "SCENARIO", "OVER", "CLIENTS", "EVERY", "TRUE", "FALSE", "SWEEP", "IN",
+                                   "FROM", "ROUND", "PRESENT"}
 TOKEN_GROUPS = (
     (PATH_TOKENS, "a path"),
     (STATEMENT_TOKENS, "a statement"),
     (VALUE_TOKENS, "a value"),
+    (SETTING_TOKENS | {"PRESENT"}, "a setting"),  # in an attack block
     (SETTING_TOKENS, "a setting"),
 )
 KEYWORDS = PATH_TOKENS - {"NAME"}
@@ -125,6 +134,14 @@ def _on_close(token: Token) -> Token:
     return token
 
 
+def _on_name(token: Token) -> Token:
+    if len(token) > MAX_NAME:
+        _context().diagnostics.append(Diagnostic(
+            f"the name {_show(token)} is {len(token)} characters long; names have at most {MAX_NAME}",
+            _token_span(token)))
+    return token
+
+
 class _Numbers:
     """A pass-through post-lexer whose only use is ``always_accept``: every
     state of the contextual lexer then reads whole numbers, so ``seed 1.5``
@@ -143,7 +160,7 @@ def parser() -> lark.Lark:
         grammar, parser="lalr", lexer="contextual", propagate_positions=False, maybe_placeholders=False,
         postlex=_Numbers(),
         lexer_callbacks={"COMMENT": _on_comment, "LPAR": _on_open, "LSQB": _on_open,
-                         "RPAR": _on_close, "RSQB": _on_close},
+                         "RPAR": _on_close, "RSQB": _on_close, "NAME": _on_name},
     )
 
 
@@ -157,6 +174,7 @@ class _ParseRun:
         self.depth = 0
         self.diagnostics: list[Diagnostic] = []
         self._after_recovery = None  # the parser stack right after the last recovery
+        self.skipped = 0  # errors met, reported or not
 
     # Where the text ends: just after its last character that is not blank.
     def end_span(self) -> Span:
@@ -166,8 +184,12 @@ class _ParseRun:
         return Span(line, column)
 
     def _first_on_line(self, token: Token) -> bool:
-        start = self.text.rfind("\n", 0, token.start_pos) + 1
-        return not self.text[start:token.start_pos].strip()
+        # Walk back over the blanks just before the token (not the whole
+        # line: a long line of errors would make the parse quadratic).
+        i = token.start_pos - 1
+        while i >= 0 and self.text[i] != "\n" and self.text[i].isspace():
+            i -= 1
+        return i < 0 or self.text[i] == "\n"
 
     def _stack_mark(self, state):
         return len(state.state_stack), state.value_stack[-1] if state.value_stack else None
@@ -200,6 +222,13 @@ class _ParseRun:
                     found.append(i)
             return found
 
+        self.skipped += 1
+        at_end = isinstance(error, UnexpectedToken) and error.token.type == "$END"
+        if self.skipped > MAX_SKIPPED and not at_end:
+            self.diagnostics.append(Diagnostic(
+                f"the syntax errors go on for more than {MAX_SKIPPED} tokens; the rest of the file was not read",
+                Span(error.line, error.column)))
+            return False
         if isinstance(error, UnexpectedCharacters):
             if not stuck and len(self.diagnostics) >= MAX_ERRORS:
                 self.diagnostics.append(Diagnostic(
@@ -287,10 +316,13 @@ def _character_diagnostic(error: UnexpectedCharacters, text: str) -> Diagnostic:
     span = Span(error.line, error.column)
     char = error.char
     if char == '"':
-        rest = text[error.pos_in_stream:].split("\n", 1)[0]
+        end = text.find("\n", error.pos_in_stream)
+        rest = text[error.pos_in_stream:end if end >= 0 else len(text)]
         if rest.count('"') == 1:
             return Diagnostic("this string has no closing '\"' on its line", span)
         return Diagnostic("this string holds a control character; write it as an escape such as \\t", span)
+    if char == "\ufeff":  # invisible in an editor: say what it is
+        return Diagnostic("unexpected byte-order mark (U+FEFF); save the file as UTF-8 without one", span)
     if char in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029":
         return Diagnostic(f"unexpected character {char!r}: lines end with '\\n' only", span)
     return Diagnostic(f"unexpected character {char!r}", span)
@@ -520,6 +552,20 @@ class ToSpec:
     def split_stmt(self, node, children):
         count = children[3]
         return spec.Statement("split", (children[1], self.literal(count)), _span(node), _token_span(count))
+
+    def start_stmt(self, node, children):
+        path = children[2]
+        number, round_span = None, None
+        if len(children) > 3:
+            number, round_span = self.literal(children[4]), _token_span(children[4])
+        return spec.Statement("start", spec.StartFrom(self.literal(path), number, round_span), _span(node),
+                              _token_span(path))
+
+    def present_setting(self, node, children):
+        keyword, every, *rest = children
+        value = spec.Every(1 if rest[0].type == "ROUND" else self.literal(rest[0]))
+        value_span = Span(every.line, every.column, rest[-1].end_line, rest[-1].end_column)
+        return spec.Setting("present", value, _token_span(keyword), value_span)
 
     def training_block(self, node, children):
         settings = tuple(c for c in children if isinstance(c, spec.Setting))

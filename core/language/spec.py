@@ -96,12 +96,25 @@ class AttackBlock:
 
 
 @attrs.frozen
+class StartFrom:
+    """``start from "FILE" round N``: the file's path as written, and the
+    round asked for (None: the file's latest model)."""
+
+    path: str
+    round: Any = None  # an int, or the parser's INVALID for an unreadable one
+    round_span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
 class Statement:
     """One top-level statement: its keyword, its value(s) and its span.
 
     ``value`` by keyword: seed, rounds, evaluate -> int; output -> str;
     dataset, model, detector, aggregator -> Call; split -> (Call, clients);
-    training -> tuple of Setting; attack -> AttackBlock."""
+    training -> tuple of Setting; attack -> AttackBlock; start -> StartFrom.
+
+    An attack block's ``present every k rounds`` is a Setting named
+    ``present`` whose value is ``Every(k)`` (``every round``: ``Every(1)``)."""
 
     keyword: str
     value: Any

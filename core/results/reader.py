@@ -49,7 +49,7 @@ def open_results(path: str | Path):
         try:
             f = h5py.File(path, "r", locking=False)
         except OSError as error:
-            raise UsageError(f"{path}: not a readable HDF5 results file ({error})") from None
+            raise UsageError(f"{path}: {cut_short(path) or 'not a readable HDF5 results file'} ({error})") from None
         with f:
             yield f
 
@@ -95,6 +95,15 @@ def _recorded_end(path: Path) -> tuple[int, int] | None:
         return None
     (end,) = struct.unpack_from("<Q", head, _END_OFFSET[head[8]])
     return end, size
+
+
+def cut_short(path: Path) -> str | None:
+    """Says so when the file is shorter than its superblock records (it
+    was truncated, or copied before its run wrote it whole)."""
+    ends = _recorded_end(path)
+    if ends is None or ends[1] >= ends[0]:
+        return None
+    return f"the file is cut short: {ends[1]} of its {ends[0]} bytes"
 
 
 def _killed_mid_round(path: Path) -> bool:
@@ -205,6 +214,43 @@ def point(group: h5py.Group) -> dict:
     return json.loads(group.attrs[schema.POINT_ASSIGNMENTS]) if schema.POINT_ASSIGNMENTS in group.attrs else {}
 
 
+def stored_models(group: h5py.Group) -> dict[int, str]:
+    """The global models a run's file holds, by the round after which each
+    was taken, as dataset paths: the checkpoint's (`schema.MODEL_WEIGHTS`,
+    after round ``rounds_done``); empty before the first round."""
+    if schema.MODEL_WEIGHTS not in group:
+        return {}
+    done = group[schema.MODEL].attrs.get(schema.MODEL_ROUND, group.attrs.get(schema.ROUNDS_DONE, 0))
+    return {int(done): schema.MODEL_WEIGHTS}
+
+
+@attrs.frozen
+class ModelSpec:
+    """What a run's model took and gave: the input shape (None in files
+    written before it was recorded) and the number of classes."""
+
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+
+
+def model_spec(group: h5py.Group) -> ModelSpec:
+    model = group.get(schema.MODEL)
+    attributes = dict(model.attrs) if model is not None else {}
+    shape = attributes.get(schema.MODEL_INPUT_SHAPE)
+    classes = attributes.get(schema.MODEL_NUM_CLASSES)
+    if classes is None and f"{schema.SPLIT}/{schema.CLASS_HISTOGRAM}" in group:  # the histogram's columns
+        classes = group[f"{schema.SPLIT}/{schema.CLASS_HISTOGRAM}"].shape[1]
+    return ModelSpec(None if shape is None else tuple(int(n) for n in shape),
+                     None if classes is None else int(classes))
+
+
+def start(group: h5py.Group) -> dict:
+    """``/start``: where the run's model started from (path, absolute_path,
+    kind, round, sha256); empty for a run that started from its own
+    initial weights."""
+    return dict(group[schema.START].attrs) if schema.START in group else {}
+
+
 @attrs.frozen(eq=False)
 class Checkpoint:
     """Where a run stopped: what `--resume` continues from."""
@@ -283,8 +329,76 @@ class RunView:
         return " + ".join(parts) or "no attack"
 
 
-def read_run(group: h5py.Group, label: str) -> RunView:
-    """One run (a file's root, or a sweep point's group), every part read."""
+def damage(group: h5py.Group, resuming: bool = False) -> str | None:
+    """What makes a run's record untrustworthy (a file cut short that HDF5
+    still opens, an attribute or a dataset edited or deleted by hand), or
+    None.  Rows past ``rounds_done`` are allowed: a round cut short by a
+    crash may leave them (docs/results.md).  With ``resuming``, the
+    checkpoint the run continues from must be there too."""
+    for name in (schema.STATUS, schema.ROUNDS_PLANNED, schema.ROUNDS_DONE):
+        if name not in group.attrs:
+            return f"attribute '{name}' is missing"
+    status, planned, done = (_plain(group.attrs[name]) for name in (schema.STATUS, schema.ROUNDS_PLANNED,
+                                                                     schema.ROUNDS_DONE))
+    if status not in schema.STATUSES:
+        return f"attribute '{schema.STATUS}' is {status!r}, not one of {', '.join(schema.STATUSES)}"
+    if type(planned) is not int or planned < 1:
+        return f"attribute '{schema.ROUNDS_PLANNED}' is {planned!r}, not a number of rounds"
+    if type(done) is not int or not 0 <= done <= planned:
+        return f"attribute '{schema.ROUNDS_DONE}' is {done!r}, not a number of rounds from 0 to {planned}"
+    needed = [f"{schema.CLIENTS}/{schema.CLIENT_ID}", f"{schema.DETECTION}/{schema.ROUND}"] if done else []
+    metrics_group = group.get(schema.METRICS, {})
+    if len(metrics_group) and schema.ROUND not in metrics_group:
+        return f"'{schema.METRICS}/{schema.ROUND}' is missing"
+    evaluated = int(np.sum(metrics_group[schema.ROUND][()] <= done)) if len(metrics_group) else 0
+    if evaluated:  # every evaluation writes the clean test accuracy
+        needed.append(f"{schema.METRICS}/{schema.TEST_ACCURACY}")
+    if resuming and done:
+        needed += [schema.MODEL_WEIGHTS, schema.CHECKPOINT_STATE]
+    for name in needed:
+        if name not in group:
+            return f"'{name}' is missing"
+    for name in schema.PER_ROUND_GROUPS:
+        for dataset in group.get(name, {}).values():
+            if dataset.shape[0] < done:
+                return f"'{_inside(group, dataset)}' has {dataset.shape[0]} rows, but {done} rounds are done"
+    for dataset in metrics_group.values():
+        if dataset.shape[0] < evaluated:
+            return (f"'{_inside(group, dataset)}' has {dataset.shape[0]} rows, but {evaluated} evaluated "
+                    f"rounds are done")
+    return None
+
+
+def _inside(group: h5py.Group, dataset: h5py.Dataset) -> str:
+    """The dataset's path inside the run's group (``clients/id``)."""
+    return dataset.name[len(group.name):].lstrip("/")
+
+
+def _plain(value):
+    """An attribute as Python writes it in a message: text, an int, a list."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value
+
+
+def check_run(group: h5py.Group, path: str | Path) -> None:
+    """Raise a `UsageError` naming the file, the run and what is wrong when
+    its record cannot be trusted (`damage`).  A group without a scenario
+    is no run's record: a sweep point that never started, or not a
+    results file (which the callers say)."""
+    if schema.SCENARIO not in group.attrs:
+        return
+    problem = damage(group)
+    if problem is not None:
+        where = str(path) if group.name == "/" else f"{path}, run {group.name.lstrip('/')}"
+        raise UsageError(f"{where}: {problem}; the file is damaged or was edited")
+
+
+def read_run(group: h5py.Group, label: str, path: str | Path | None = None) -> RunView:
+    """One run (a file's root, or a sweep point's group), every part read;
+    a `UsageError` if it is damaged (`check_run`).  ``path``: the file, for
+    messages (default: the one open)."""
+    check_run(group, group.file.filename if path is None else path)
     return RunView(label, run_attributes(group), metrics(group), clients(group), detection(group), plugins(group),
                    attack_groups(group), assignment(group), point(group))
 
@@ -296,11 +410,11 @@ def load_runs(path: str | Path) -> list[RunView]:
     with open_results(path) as f:
         if not is_sweep(f) and schema.SCENARIO not in f.attrs:
             raise UsageError(f"{path}: not a fedarena results file (no '{schema.SCENARIO}' attribute)")
-        return [read_run(group, path.stem if label is None else label) for group, label in run_groups(f)]
+        return [read_run(group, path.stem if label is None else label, path) for group, label in run_groups(f)]
 
 
 def load_point(path: str | Path, index: int) -> RunView:
     """Point ``index`` of a sweep file, without reading the others."""
     name = schema.point_group(index)
     with open_results(path) as f:
-        return read_run(f[name], str(f[name].attrs.get(schema.POINT_LABEL, name)))
+        return read_run(f[name], str(f[name].attrs.get(schema.POINT_LABEL, name)), path)

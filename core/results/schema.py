@@ -98,6 +98,7 @@ PER_ROUND_GROUPS = (CLIENTS, TIMING, DETECTION)
 """Groups with one entry per completed round (first axis); `METRICS` has
 one per evaluated round."""
 RUN_GROUPS = (METRICS, CLIENTS, TIMING, DETECTION, SPLIT, MODEL, CHECKPOINT, PLUGINS, VERSIONS)
+"""Every run has these; a run started from a file also has `START`."""
 
 ROUND = "round"
 """The round number, a dataset of `METRICS`, `TIMING` and `DETECTION`."""
@@ -183,6 +184,30 @@ ATTACK_GROUPS = "attack_groups"
 MODEL_WEIGHTS = "model/weights"
 MODEL_ROUND = "round"
 """Attribute of `MODEL`: the round after which ``weights`` was taken."""
+MODEL_INPUT_SHAPE = "input_shape"
+MODEL_NUM_CLASSES = "num_classes"
+MODEL_ATTRIBUTES = (
+    Field(MODEL_ROUND, "the round after which `weights` was taken"),
+    Field(MODEL_INPUT_SHAPE, "the shape of one input the model takes (the dataset's)"),
+    Field(MODEL_NUM_CLASSES, "the number of classes it predicts"),
+)
+"""Attributes of `MODEL`; ``start from`` compares the last two (and the
+model plugin's ``parameters``) with the scenario's."""
+
+# /start: where the run's model started from (only with `start from`).
+START = "start"
+START_PATH = "path"
+START_LOCATION = "absolute_path"
+START_KIND = "kind"
+START_ROUND = "round"
+START_SHA256 = "sha256"
+START_ATTRIBUTES = (
+    Field(START_PATH, "the file as the scenario names it"),
+    Field(START_LOCATION, "the file's absolute path, as read"),
+    Field(START_KIND, "`results` (a fedarena results file) or `npz`"),
+    Field(START_ROUND, "the round whose model was taken from a results file (0 for an .npz)"),
+    Field(START_SHA256, "SHA-256 of the file's bytes when the run started"),
+)
 
 
 CHECKPOINT_NEXT = "checkpoint/next"
@@ -196,6 +221,17 @@ NEXT_ROUND = "round"
 on disk, 0 while it is being written or once it has been copied."""
 NEXT_WEIGHTS = "weights"
 NEXT_STATE = "state"
+
+
+CLIENT_STATE = "clients"
+"""The state key (`state_path`) of what the run itself keeps per client
+across rounds, beside the plugins' state."""
+LOCAL_NORM = "local_norm"
+"""Under `CLIENT_STATE`, ``[client, k]`` float32: with a model that keeps
+its normalization layers on the clients (FedBN, ``norm_state = "local"``),
+every client's own values of them, in the order of their coordinates in
+the flat model vector (the global model's values there stay the initial
+ones)."""
 
 
 def state_path(key: str, name: str) -> str:
@@ -226,6 +262,17 @@ def plugin_group(role: str) -> str:
     """The group name of a role under `PLUGINS`: ``attack:backdoor`` -> ``attack_backdoor``."""
     return role.replace(":", "_")
 
+
+# Besides those, an attack group's record (`/plugins/attack_<name>`) says who attacks and when.
+ATTACK_MEMBERS = "members"
+ATTACK_PLACEMENT = "placement"
+ATTACK_PARTICIPATION = "participation"
+ATTACK_ATTRIBUTES = (
+    Field(ATTACK_MEMBERS, "the group's client ids, in member order"),
+    Field(ATTACK_PLACEMENT, "how they were chosen: `random` (a count drawn from the seed), `ids` (listed in the "
+                            "scenario) or `owners(label = L, count = N)`"),
+    Field(ATTACK_PARTICIPATION, "`sampled` (like every client), `every round` or `every k rounds` (`present`)"),
+)
 
 AGGREGATOR_GROUP = "aggregator"
 DETECTOR_PREFIX = "detector_"
@@ -286,5 +333,8 @@ DOCUMENTED = {
     "detection": _names(DETECTION_FIELDS),
     "split": _names(SPLIT_FIELDS) + (ATTACK_GROUPS,),
     "plugins": _names(PLUGIN_ATTRIBUTES),
+    "attack groups": _names(ATTACK_ATTRIBUTES),
+    "model": _names(MODEL_ATTRIBUTES),
+    "start": _names(START_ATTRIBUTES),
     "sweep": _names(SWEEP_ATTRIBUTES) + _names(SWEEP_INDEX) + _names(POINT_ATTRIBUTES),
 }

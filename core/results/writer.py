@@ -82,12 +82,15 @@ class OutputClaim:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in the way, or a folder we may not write in
+            raise UsageError(self._cannot_write(error)) from None
         while True:
             try:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as error:
-                raise UsageError(f"cannot claim {self.path}: {error}") from None
+                raise UsageError(self._cannot_write(error)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -108,6 +111,14 @@ class OutputClaim:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def _cannot_write(self, error: OSError) -> str:
+        if isinstance(error, (FileExistsError, NotADirectoryError)):  # mkdir met a file where a folder should be
+            in_the_way = next(p for p in self.path.parents if p.exists())
+            reason = f"{in_the_way} is a file, not a folder"
+        else:
+            reason = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+        return f"cannot write the results file {self.path}: {reason}; choose another output"
 
     def release(self) -> None:
         if self._fd is None:
@@ -189,7 +200,9 @@ class ResultsWriter:
                 with self._open() as f:
                     checkpoint = self._checkpoint(f, scenario)
             except OSError as error:
-                raise UsageError(f"{self.path} cannot be opened to resume: {error}") from None
+                short = reader.cut_short(self.location)
+                reason = f"{short} ({error})" if short else str(error)
+                raise UsageError(f"{self.path} cannot be opened to resume: {reason}") from None
         except BaseException:
             self.close()
             raise
@@ -203,6 +216,10 @@ class ResultsWriter:
                 f"{self.path} was written by a different scenario text; resume with the same file, "
                 f"or start anew with --force"
             )
+        problem = reader.damage(f, resuming=True)
+        if problem is not None:  # never continue a record that cannot be trusted
+            raise UsageError(f"{self.path} cannot be resumed: {problem}; the file is damaged or was edited: "
+                             f"start anew with --force, or choose another output")
         if f.attrs.get(schema.STATUS) == schema.COMPLETE:
             raise UsageError(f"{self.path} is already complete; there is nothing to resume")
         recover(f)
@@ -230,7 +247,14 @@ class ResultsWriter:
             yield f if self.group == "/" else f.require_group(self.group)
 
     def start(self, scenario, registry, class_histogram: np.ndarray, attack_groups: np.ndarray,
-              workers: tuple[str, ...] = (), backend: str = "worker") -> None:
+              workers: tuple[str, ...] = (), backend: str = "worker", members: np.ndarray | None = None,
+              model_io: tuple[tuple[int, ...], int] | None = None, start=None, start_sha256: str = "") -> None:
+        """Create the run's file: its attributes, the plugins, the split and
+        the attack groups (``attack_groups``: each client's group, -1 for
+        benign; ``members``: its index in the group), what the model takes
+        and gives (``model_io``: input shape, classes), and where it started
+        from (``start``: the scenario's `StartSource`, ``start_sha256`` the
+        digest of its file)."""
         from fedarena import __version__
 
         self.location.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +295,25 @@ class ResultsWriter:
             split.create_dataset(schema.ATTACK_GROUP, data=attack_groups)
             split.attrs[schema.ATTACK_GROUPS] = np.array([g.name for g in scenario.attacks], dtype=object) \
                 .astype(_STRING) if scenario.attacks else np.array([], dtype=_STRING)
+            for index, attack in enumerate(scenario.attacks):
+                record = plugins[schema.plugin_group(f"attack:{attack.name}")]
+                ids = np.flatnonzero(attack_groups == index)
+                if members is not None:
+                    ids = ids[np.argsort(members[ids], kind="stable")]
+                record.attrs[schema.ATTACK_MEMBERS] = ids.astype(np.int64)
+                record.attrs[schema.ATTACK_PLACEMENT] = attack.placement
+                record.attrs[schema.ATTACK_PARTICIPATION] = attack.participation
+            model = f.create_group(schema.MODEL)
+            if model_io is not None:
+                model.attrs[schema.MODEL_INPUT_SHAPE] = np.array(model_io[0], np.int64)
+                model.attrs[schema.MODEL_NUM_CLASSES] = int(model_io[1])
+            if start is not None:
+                source = f.create_group(schema.START)
+                source.attrs[schema.START_PATH] = start.path
+                source.attrs[schema.START_LOCATION] = start.location
+                source.attrs[schema.START_KIND] = start.kind
+                source.attrs[schema.START_ROUND] = start.round or 0
+                source.attrs[schema.START_SHA256] = start_sha256
             for group in (schema.METRICS, *schema.PER_ROUND_GROUPS, schema.CHECKPOINT_STATE):
                 f.create_group(group)
 

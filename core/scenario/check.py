@@ -21,20 +21,25 @@ import attrs
 
 from fedarena.core.language import spec
 from fedarena.core.errors import Diagnostic, ScenarioError, Span
-from fedarena.core.plugin.interfaces import Facts, Plugin
+from fedarena.core.plugin.interfaces import Facts, Plugin, resolve_path
 from fedarena.core.language.parser import capped
 from fedarena.core.plugin.params import INT_MAX, ParamInfo, default_int_bounds
 from fedarena.core.plugin.registry import Registry
+from fedarena.core.scenario.start import StartSource, check_start
 
 # Which plugin kind follows each top-level keyword.
 STATEMENT_KINDS = {"dataset": "dataset", "model": "model", "detector": "detector", "aggregator": "aggregator"}
-SINGLE_STATEMENTS = ("seed", "rounds", "dataset", "split", "model", "training", "aggregator", "evaluate", "output")
+SINGLE_STATEMENTS = ("seed", "rounds", "dataset", "split", "model", "training", "aggregator", "evaluate", "output",
+                     "start")
 REQUIRED_STATEMENTS = ("rounds", "dataset", "split", "model")
 # Seeds are 32-bit: NumPy's and TensorFlow's generators take 0 <= seed < 2^32.
 SEED_MAX = 2**32 - 1
 # Each local epoch is one step of the client's training graph, built before
 # round 1: a huge count exhausts memory before anything runs.
 MAX_LOCAL_EPOCHS = 1000
+# Clients trained together in one batched step (cohort training) each hold
+# their weights, optimizer state and batch in memory at once.
+MAX_CLIENT_GROUP = 1000
 
 
 @attrs.frozen
@@ -69,21 +74,73 @@ TRAINING_SETTINGS = {
     "root_samples": TrainingSetting(
         int, 0, "clean training samples the server keeps for itself (FLTrust's root dataset)", ge=0, le=INT_MAX
     ),
+    "client_group": TrainingSetting(
+        int, 1, "sampled clients trained together in one batched step (cohort training); 1: each client alone",
+        ge=1, le=MAX_CLIENT_GROUP,
+        why="the clients of a group hold their weights, optimizer state and a batch each in memory at once",
+    ),
 }
-ATTACK_SETTINGS = ("clients", "rounds")
+ATTACK_SETTINGS = ("clients", "rounds", "present")
+# Built-in splits that give every client the same mix of labels: no client
+# "owns" a label there, so `owners(...)` is refused with them.
+LABEL_UNIFORM_SPLITS = ("iid", "quantity_skew")
+# Present groups' load is checked round by round up to this many rounds
+# (it repeats with the lcm of their periods); past it, their sizes are summed.
+PRESENT_HORIZON = 100_000
+
+
+@attrs.frozen
+class Owners:
+    """``clients owners(label = L, count = N)``: the N clients whose part of
+    the split holds the most samples of label L (ties: the lower id), found
+    when the data is split."""
+
+    label: int
+    count: int = 1
+
+    def __str__(self) -> str:
+        return f"owners(label = {self.label}, count = {self.count})"
 
 
 @attrs.frozen
 class AttackGroup:
-    """One ``attack`` block: a plugin, how many clients it holds, when it acts."""
+    """One ``attack`` block: a plugin, which clients it holds, when they act
+    and when they take part.
+
+    The clients: ``ids`` (a list written in the block), else ``owners``,
+    else ``num_clients`` drawn at random from the seed.  ``present`` (an
+    `Every`): the members take part in exactly the rounds k, 2k, ... in
+    place of sampled benign clients; None: they are sampled like everyone."""
 
     name: str
     attack: Plugin
     num_clients: int
     rounds: spec.Range | spec.Every | None = None
+    ids: tuple[int, ...] | None = None
+    owners: Owners | None = None
+    present: spec.Every | None = None
+    # Where the block's `clients` and `present` were written: errors found
+    # when the data is split point there.
+    span: Span | None = attrs.field(default=None, eq=False)
+    present_span: Span | None = attrs.field(default=None, eq=False)
 
     def active_in(self, round_number: int) -> bool:
         return self.rounds is None or round_number in self.rounds
+
+    def present_in(self, round_number: int) -> bool:
+        return self.present is not None and round_number in self.present
+
+    @property
+    def placement(self) -> str:
+        """How the members are chosen: ``random``, ``ids`` or the owners call."""
+        return "ids" if self.ids is not None else str(self.owners) if self.owners is not None else "random"
+
+    @property
+    def participation(self) -> str:
+        """``sampled``, ``every round`` or ``every k rounds``."""
+        if self.present is None:
+            return "sampled"
+        return "every round" if self.present.k == 1 else f"every {self.present.k} rounds"
 
 
 @attrs.frozen
@@ -96,6 +153,7 @@ class Training:
     server_momentum: float = 0.0
     protocol: str = "fedavg"  # or "fedsgd": each client sends the gradient of one batch
     root_samples: int = 0
+    client_group: int = 1  # sampled clients trained together in one batched step (`engine/cohort.py`)
 
 
 @attrs.frozen
@@ -120,6 +178,8 @@ class Scenario:
     filename: str = "<scenario>"
     # The sweep point this run is, as (path, value) pairs; empty for a plain scenario.
     sweep_point: tuple[tuple[str, str], ...] = ()
+    # `start from`: the file whose model replaces the initial weights (None: the model's own).
+    start: StartSource | None = None
 
     @property
     def facts(self) -> Facts:
@@ -133,6 +193,7 @@ class Scenario:
             num_attackers=sum(group.num_clients for group in self.attacks),
             root_samples=self.training.root_samples,
             scenario_dir=str(Path(self.filename).parent),
+            has_writers=info.has_writers,
         )
 
     def plugins(self) -> list[tuple[str, Plugin]]:
@@ -448,13 +509,20 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
             c.error(f"'output' must be the path of the results file, got {what}",
                     statement.value_span or statement.span)
     if output is None:
+        # No output statement: results/NAME.h5 under the working directory.
         output = str(Path("results") / (Path(scenario.filename).stem + ".h5"))
+    elif isinstance(output, str) and output_override is None:
+        # Written in the scenario: read like every path it names, from the
+        # scenario file's folder ("~/x.h5": the home folder, not a folder named '~').
+        output = str(resolve_path(output, str(Path(scenario.filename).parent)))
     elif isinstance(output, str):
-        output = os.path.expanduser(output)  # "~/x.h5": the home folder, not a folder named '~'
+        output = os.path.expanduser(output)  # -o PATH: from the working directory
     total_attackers = sum(a.num_clients for a in attacks if a is not None)
     if num_clients is not None and total_attackers > num_clients:
         span = scenario.all("attack")[-1].span
         c.error(f"the attack blocks take {total_attackers} clients, but the split has only {num_clients}", span)
+    split_name = by_keyword["split"].value[0].name if "split" in by_keyword else None
+    _placement_rules(c, [a for a in attacks if a is not None], split_name, training, rounds)
 
     if c.problems or training is None or any(p is None for p in plugins.values()) or split is None \
             or any(d is None for d in detectors) or any(a is None for a in attacks):
@@ -467,14 +535,25 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
         evaluate_every=evaluate_every, output=output, source=scenario.source, filename=scenario.filename,
         sweep_point=scenario.point,
     )
-    # Rules of each plugin that need the rest of the scenario.
+    # Rules of each plugin that need the rest of the scenario.  The dataset's
+    # and the model's paths are resolved first: describing the data may read
+    # its files, and the model is built where no scenario folder is known.
+    resolved = _paths_resolved(resolved)
     try:
         facts = resolved.facts
     except Exception as error:  # a dataset plugin that cannot describe itself
         c.error(f"dataset '{by_keyword['dataset'].value.name}' cannot describe its data: {error}",
                 by_keyword["dataset"].value.span)
         raise ScenarioError(capped(c.problems), scenario.filename, scenario.source) from None
-    resolved = _dataset_path_resolved(resolved, facts)
+    for group in attacks:
+        if group.owners is not None and group.owners.label >= facts.num_classes:
+            c.error(f"owners(...): label {number(group.owners.label)} is not a label of the dataset, which has "
+                    f"{facts.num_classes} classes (labels 0 to {facts.num_classes - 1})", group.span)
+    if "start" in by_keyword:
+        start, problems = check_start(by_keyword["start"], resolved, facts, registry)
+        for message, span in problems:
+            c.error(message, span)
+        resolved = attrs.evolve(resolved, start=start)
     optimizer_setting = next((s for s in (by_keyword["training"].value if "training" in by_keyword else ())
                               if s.name == "optimizer"), None)
     aggregator_call = aggregator_statement.value if aggregator_statement else spec.Call("fedavg", span=scenario.span)
@@ -501,20 +580,24 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
     return resolved
 
 
-def _dataset_path_resolved(resolved: Scenario, facts: Facts) -> Scenario:
-    """The scenario with its dataset's relative ``path`` parameter (if it
-    has one) made absolute from the scenario file's folder, as every file a
-    scenario names is read; the dataset's ``load`` then reads it whatever
-    the working directory."""
-    dataset = resolved.dataset
-    fields = attrs.fields_dict(type(dataset)) if attrs.has(type(dataset)) else {}
-    path = getattr(dataset, "path", None)
-    if "path" not in fields or not fields["path"].init or not isinstance(path, str) or not path:
-        return resolved
-    absolute = os.path.abspath(facts.resolve(path))
-    if absolute == path:
-        return resolved
-    return attrs.evolve(resolved, dataset=attrs.evolve(dataset, path=absolute))
+def _paths_resolved(resolved: Scenario) -> Scenario:
+    """The scenario with its dataset's and model's relative ``path``
+    parameters (where they have one) made absolute from the scenario file's
+    folder, as every file a scenario names is read: the plugins then read
+    them whatever the working directory.  (Attacks get the folder through
+    `Facts.resolve`.)"""
+    folder = str(Path(resolved.filename).parent)
+    changes = {}
+    for role in ("dataset", "model"):
+        plugin = getattr(resolved, role)
+        fields = attrs.fields_dict(type(plugin)) if attrs.has(type(plugin)) else {}
+        path = getattr(plugin, "path", None)
+        if "path" not in fields or not fields["path"].init or not isinstance(path, str) or not path:
+            continue
+        absolute = os.path.abspath(resolve_path(path, folder))
+        if absolute != path:
+            changes[role] = attrs.evolve(plugin, path=absolute)
+    return attrs.evolve(resolved, **changes) if changes else resolved
 
 
 def _clients(count: int) -> str:
@@ -573,13 +656,14 @@ def _training(c: Checker, statement: spec.Statement | None, num_clients: int | N
         return None
     return Training(values["clients_per_round"], values["local_epochs"], values["batch_size"], optimizer,
                     float(values["server_learning_rate"]), float(values["server_momentum"]), values["protocol"],
-                    values["root_samples"])
+                    values["root_samples"], values["client_group"])
 
 
 def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, total_rounds: int) -> AttackGroup | None:
     block: spec.AttackBlock = statement.value
     attack = c.resolve("attack", block.call)
-    count, rounds, ok = None, None, True
+    count, rounds, ids, owners, present, ok = None, None, None, None, None, True
+    clients_span = present_span = None
     seen = set()
     for setting in block.settings:
         value, span = setting.value, setting.value_span or setting.span
@@ -591,6 +675,7 @@ def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, tota
             c.error(f"attack setting '{setting.name}' is given twice", setting.span)
             ok = False
         elif setting.name == "clients":
+            clients_span = span
             if isinstance(value, spec.Percent):
                 if not 0 <= value.value <= 100:
                     c.error(f"attack clients must be between 0% and 100%, got {value}", span)
@@ -602,8 +687,30 @@ def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, tota
             elif _is_int(value) and value > INT_MAX:
                 c.error(f"attack clients must be between 0 and {INT_MAX}, got {number(value)}", span)
                 ok = False
+            elif isinstance(value, tuple):
+                ids = _client_ids(c, value, num_clients, span)
+                ok = ok and ids is not None
+                count = len(ids) if ids is not None else None
+            elif isinstance(value, spec.Call) and value.name == "owners":
+                owners = _owners(c, value, num_clients)
+                ok = ok and owners is not None
+                count = owners.count if owners is not None else None
             else:
-                c.error(f"attack clients must be a count (0 or more) or a percentage, got {describe(value)}", span)
+                hint = did_you_mean(value.name, ["owners"]) if isinstance(value, spec.Call) else ""
+                c.error(f"attack clients must be a count (0 or more), a percentage, a list of client ids or "
+                        f"owners(label = L, count = N), got {describe(value)}{hint}", span)
+                ok = False
+        elif setting.name == "present":
+            present_span = span
+            if isinstance(value, spec.Every) and _is_int(value.k) and value.k >= 1:
+                present = value
+                if value.k > total_rounds:
+                    c.error(f"attack '{block.call.name}' is present every {number(value.k)} rounds, but the run has "
+                            f"only {total_rounds} rounds, so its clients would never take part; lower k", span)
+                    ok = False
+            else:
+                c.error(f"attack setting 'present' must be 'every round' or 'every k rounds' with k >= 1, "
+                        f"got {describe(value)}", span)
                 ok = False
         else:
             if isinstance(value, spec.Range) and 1 <= value.start <= value.stop:
@@ -618,9 +725,119 @@ def _attack(c: Checker, statement: spec.Statement, num_clients: int | None, tota
                         f"got {describe(value)}", span)
                 ok = False
         seen.add(setting.name)
-    if count is None and ok:
-        c.error(f"attack '{block.call.name}' needs 'clients' (a count or a percentage) in its block", block.span)
+    if "clients" not in seen and ok:
+        c.error(f"attack '{block.call.name}' needs 'clients' (a count, a percentage or a list of client ids) "
+                f"in its block", block.span)
         ok = False
-    if attack is None or not ok:
+    if attack is None or not ok or count is None:
         return None
-    return AttackGroup(block.call.name, attack, count, rounds)
+    return AttackGroup(block.call.name, attack, count, rounds, ids, owners, present, span=clients_span or block.span,
+                       present_span=present_span)
+
+
+def _placement_rules(c: Checker, groups: list[AttackGroup], split_name: str | None, training: Training | None,
+                     total_rounds: int) -> None:
+    """Rules across attack groups: a client in one group at most; owners
+    only under a split that skews labels; present groups within a round."""
+    owner_of: dict[int, str] = {}
+    for group in groups:
+        places = _item_spans(c.source, group.span, len(group.ids or ()))
+        for client, place in zip(group.ids or (), places):
+            if client in owner_of:
+                c.error(f"attack clients: client {client} is in attack groups '{owner_of[client]}' and "
+                        f"'{group.name}'; a client belongs to one attack group at most", place)
+            owner_of.setdefault(client, group.name)
+        if group.owners is not None and split_name in LABEL_UNIFORM_SPLITS:
+            c.error(f"attack clients {group.owners} picks the clients holding the most samples of a label, but "
+                    f"split '{split_name}' gives every client the same mix of labels; use a label-skewed split "
+                    f"(dirichlet, shards, fang, natural) or list the client ids", group.span)
+    present = [g for g in groups if g.present is not None]
+    if not present or training is None:
+        return
+    periods = [g.present.k for g in present]
+    horizon = min(total_rounds, math.lcm(*periods))
+    if horizon <= PRESENT_HORIZON:  # the load repeats every lcm(periods) rounds: its peak is exact
+        loads = ((r, [g for g in present if r % g.present.k == 0]) for r in range(1, horizon + 1))
+        peak_round, peak = max(loads, key=lambda load: sum(g.num_clients for g in load[1]))
+    else:
+        peak_round, peak = None, present
+    taken = sum(g.num_clients for g in peak)
+    if taken > training.clients_per_round:
+        which = f"attack '{peak[0].name}' is" if len(peak) == 1 else \
+            "attacks " + ", ".join(f"'{g.name}'" for g in peak) + " are"
+        when = f" in round {peak_round}" if peak_round is not None else ""
+        c.error(f"{which} present{when} with {_clients(taken)}, but only {training.clients_per_round} take part in "
+                f"a round (training setting clients_per_round); present members replace sampled clients, so "
+                f"lower their clients or raise clients_per_round", peak[-1].present_span)
+
+
+def _client_ids(c: Checker, value: tuple, num_clients: int | None, span: Span | None) -> tuple[int, ...] | None:
+    """The client ids of ``clients [0, 3, 7]``, each in the split's range and listed once; None on a problem."""
+    ok = True
+    for item in value:
+        if not _is_int(item):
+            c.error(f"attack clients: a list holds client ids (integers), got {describe(item)}", span)
+            return None
+    places = _item_spans(c.source, span, len(value))
+    for position, item in enumerate(value):
+        if num_clients is not None and not 0 <= item < num_clients:
+            c.error(f"attack clients: client id {number(item)} is out of range; the split has "
+                    f"{_clients(num_clients)}, ids 0 to {num_clients - 1}", places[position])
+            ok = False
+        elif item in value[:position]:
+            c.error(f"attack clients: client id {number(item)} is listed twice", places[position])
+            ok = False
+    return tuple(value) if ok else None
+
+
+def _item_spans(source: str, span: Span | None, count: int) -> list[Span | None]:
+    """Where each item of a flat list of integers was written, found in the
+    source text at the list's span; the list's own span for each when the
+    text is not that simple (a comment inside, a list written elsewhere)."""
+    fallback = [span] * count
+    if span is None or span.end_line != span.line or span.end_column is None:
+        return fallback
+    lines = source.split("\n")
+    if not 0 < span.line <= len(lines):
+        return fallback
+    text = lines[span.line - 1][span.column - 1 : span.end_column - 1]
+    if not (text.startswith("[") and text.endswith("]")) or "#" in text:
+        return fallback
+    places, offset = [], 1
+    for part in text[1:-1].split(","):
+        stripped = part.strip()
+        if stripped:
+            column = span.column + offset + (len(part) - len(part.lstrip()))
+            places.append(Span(span.line, column, span.line, column + len(stripped)))
+        offset += len(part) + 1
+    return places if len(places) == count else fallback
+
+
+def _owners(c: Checker, call: spec.Call, num_clients: int | None) -> Owners | None:
+    """``owners(label = L, count = N)``; the label's range is checked once the dataset is known."""
+    values, ok = {"count": 1}, True
+    given = set()
+    for arg in call.args:
+        where = arg.value_span or arg.span
+        if arg.name not in ("label", "count"):
+            hint = did_you_mean(arg.name, ["label", "count"]) or "; it takes label, count"
+            c.error(f"owners(...) has no parameter '{arg.name}'{hint}", arg.span)
+            ok = False
+        elif arg.name in given:
+            c.error(f"parameter '{arg.name}' of owners(...) is given twice", arg.span)
+            ok = False
+        elif not _is_int(arg.value) or arg.value < (0 if arg.name == "label" else 1) or arg.value > INT_MAX:
+            what = "a label (an integer >= 0)" if arg.name == "label" else "a count of clients (an integer >= 1)"
+            c.error(f"owners(...): '{arg.name}' must be {what}, got {describe(arg.value)}", where)
+            ok = False
+        elif arg.name == "count" and num_clients is not None and arg.value > num_clients:
+            c.error(f"owners(...): count {number(arg.value)} is more than the split's {_clients(num_clients)}",
+                    where)
+            ok = False
+        else:
+            values[arg.name] = arg.value
+        given.add(arg.name)
+    if "label" not in given:
+        c.error("owners(...) needs parameter 'label' (the label whose owners attack)", call.span)
+        ok = False
+    return Owners(values["label"], values["count"]) if ok else None

@@ -265,7 +265,8 @@ def test_the_cli_reports_a_bad_sweep_with_exit_2(tmp_path, capsys):
         ('seed in ["x"]', "'seed' must be an integer, got string \"x\""),
         ("output in [3]", "'output' must be the path of the results file, got integer 3"),
         ("split.clients in [2.5]", "the number of clients must be an integer, got number 2.5"),
-        ("attack.clients in [true]", "attack clients must be a count (0 or more) or a percentage, got boolean true"),
+        ("attack.clients in [true]", "attack clients must be a count (0 or more), a percentage, a list of client ids "
+                                     "or owners(label = L, count = N), got boolean true"),
         ("attack.rounds in [3]", "attack rounds must be a range 'a..b' with 1 <= a <= b, or 'every k' with k >= 1, "
                                  "got integer 3"),
         ("training.optimizer in [sgd(learning_rate = -1)]",

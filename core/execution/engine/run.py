@@ -27,6 +27,7 @@ import numpy as np
 
 from fedarena.core.execution.backends.tff_context import call_interruptibly
 from fedarena.core.execution.engine.client_store import ClientStore
+from fedarena.core.execution.engine.cohort import group_inputs
 from fedarena.core.execution.engine.computations import (  # noqa: F401  (the core's kept-row plumbing, imported from here)
     RoundComputations,
     aggregate_kept,
@@ -34,8 +35,10 @@ from fedarena.core.execution.engine.computations import (  # noqa: F401  (the co
 )
 from fedarena.core.execution.engine.detection import confusion, precision_recall
 from fedarena.core.execution.engine.flat_model import FlatModel
-from fedarena.core.execution.engine.sampling import attacker_groups, sample_clients
+from fedarena.core.execution.engine.sampling import attacker_groups, round_clients, sample_clients
+from fedarena.core.results import schema
 from fedarena.core.scenario.check import Scenario
+from fedarena.core.scenario.start import load_start
 
 __all__ = [
     "ClientStore", "FlatModel", "RoundComputations", "RoundResult", "Run", "aggregate_kept", "attacker_groups",
@@ -74,9 +77,13 @@ class Run:
         self.clients = ClientStore(self.data.train_x, self.data.train_y, parts, root)
         num_classes = self.data.info.num_classes
         self.class_histogram = np.stack([np.bincount(self.data.train_y[p], minlength=num_classes) for p in parts])
-        self.groups, self.members = attacker_groups(scenario)
+        self.groups, self.members = attacker_groups(scenario, self.class_histogram)
         on_phase("building the model")
         self.model = FlatModel(scenario)
+        # `start from`: round 1 starts from the file's weights (checked against the model's size here).
+        self.start_sha256 = ""
+        if scenario.start is not None:
+            self.model.initial, self.start_sha256 = load_start(scenario, self.model.dim)
         on_phase("tracing the TFF computations")
         self.computations = RoundComputations(scenario, self.model, self.clients)
 
@@ -87,7 +94,7 @@ class Run:
         self.clients.close()
 
     def client_inputs(self, round_number: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        ids = sample_clients(self.scenario, round_number)
+        ids = round_clients(self.scenario, round_number, self.groups)
         active = np.array([g >= 0 and self.scenario.attacks[g].active_in(round_number) for g in self.groups[ids]])
         acting = np.where(active, self.groups[ids], -1).astype(np.int32)
         inputs = [
@@ -122,18 +129,29 @@ class Run:
         run passes the checkpoint's weights, state and detection counts)."""
         weights = self.model.initial if weights is None else weights
         initial = self.computations.initial_state
+        state = dict(state or {})
+        self.local_norm = self._local_norm(state.pop(schema.CLIENT_STATE, {}).get(schema.LOCAL_NORM))
         # A checkpoint read back from HDF5 lists names alphabetically; the
         # round's TFF type takes the state in the order of `initial_state`.
-        state = initial if state is None else {key: {name: state[key][name] for name in initial[key]}
-                                               for key in initial}
+        state = initial if not state else {key: {name: state[key][name] for name in initial[key]}
+                                           for key in initial}
         self.detection_totals = dict(detection_totals or {})
         for round_number in range(first_round, self.scenario.rounds + 1):
             started = time.perf_counter()
             ids, acting, inputs = self.client_inputs(round_number)
+            if self.local_norm is not None:  # FedBN: each client trains from its own normalization layers
+                for client, given in zip(ids, inputs):
+                    given["local_norm"] = self.local_norm[client]
+            if self.computations.group_size > 1:  # cohort training: a TFF client value per group of clients
+                inputs = group_inputs(inputs, self.computations.group_size)
             out = call_interruptibly(self.computations.run_round, weights, self.round_info(round_number, state), inputs,
                                      watch=self.watch)
             weights = np.asarray(out.pop("weights"), dtype=np.float32)
             state = _as_arrays(out.pop("state"))
+            saved_state = state
+            if self.local_norm is not None:  # ... and keeps what it reached (rows in slot order)
+                self.local_norm[ids] = np.asarray(out.pop("local_norm"), np.float32)
+                saved_state = {**state, schema.CLIENT_STATE: {schema.LOCAL_NORM: self.local_norm.copy()}}
             attack_s, detection_s, aggregation_s = np.asarray(out.pop("stage_seconds"), np.float64)
             trained = time.perf_counter()
             clients = {name: np.asarray(value) for name, value in out.items()}
@@ -142,7 +160,7 @@ class Run:
             self.detection_totals = {k: self.detection_totals.get(k, 0) + v for k, v in detection.items()}
             metrics = {}
             if round_number % self.scenario.evaluate_every == 0 or round_number == self.scenario.rounds:
-                metrics = self.evaluate(weights)
+                metrics = self.evaluate(self.evaluated_weights(weights))
                 metrics.update(precision_recall(self.detection_totals))
             evaluated = time.perf_counter()
             seconds = {
@@ -150,7 +168,34 @@ class Run:
                 "attack": attack_s, "detection": detection_s, "aggregation": aggregation_s,
                 "evaluation": evaluated - trained,
             }
-            yield RoundResult(round_number, weights, state, clients, metrics, seconds, detection)
+            yield RoundResult(round_number, weights, saved_state, clients, metrics, seconds, detection)
+
+    def _local_norm(self, saved: np.ndarray | None) -> np.ndarray | None:
+        """FedBN: every client's values of the model's local coordinates
+        (`FlatModel.local`), ``[clients, k]``: the checkpoint's when
+        resuming, else the initial model's; None when the model keeps
+        nothing on the clients."""
+        if not len(self.model.local):
+            return None
+        if saved is not None:
+            return np.array(saved, np.float32)
+        return np.tile(self.model.initial[self.model.local], (self.scenario.num_clients, 1))
+
+    def evaluated_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The model the server evaluates on its test set: the global one,
+        except with FedBN, where the local coordinates (which the global
+        model never changes) take the mean of the clients' own values over
+        the clients that have trained (whose values left the initial
+        ones).  FedBN itself tests each client's model on that client's
+        test data; fedarena has one test set, at the server."""
+        if self.local_norm is None:
+            return weights
+        trained = np.any(self.local_norm != self.model.initial[self.model.local], axis=1)
+        if not trained.any():
+            return weights
+        evaluated = np.array(weights, np.float32)
+        evaluated[self.model.local] = self.local_norm[trained].mean(axis=0)
+        return evaluated
 
 
 def _as_arrays(structure) -> dict:
