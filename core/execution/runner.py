@@ -30,6 +30,32 @@ def _blame(scenario: Scenario, registry: Registry, error: BaseException) -> str:
     return f"{role.kind} '{registry.name_of(role.plugin_in(scenario))}' failed: "
 
 
+def _kept(rounds: int) -> str:
+    return "no round is kept" if rounds < 1 else "round 1 is kept" if rounds == 1 else f"rounds 1..{rounds} are kept"
+
+
+def divergence(result) -> str | None:
+    """Why a round's result must not be written, or None: its global model
+    is not finite, or every benign client's update was NaN or Inf (the
+    server stage drops those, so the model would silently stand still).
+    The round is then not written, so a checkpoint is always finite."""
+    import numpy as np
+
+    kept_before = _kept(result.round - 1)
+    bad = int(np.size(result.weights) - np.count_nonzero(np.isfinite(result.weights)))
+    if bad:
+        return (f"the global model is no longer finite after round {result.round} ({bad} of "
+                f"{np.size(result.weights)} weights are NaN or Inf, although every update aggregated was finite: "
+                f"the aggregator returned them, or the server step overflowed float32); {kept_before}")
+    benign = ~np.asarray(result.clients["malicious"], bool)
+    finite = np.asarray(result.clients["finite"], bool)
+    if benign.any() and not finite[benign].any():
+        return (f"the local training diverges: in round {result.round} the updates of all "
+                f"{np.count_nonzero(benign)} benign clients are NaN or Inf (dropped, so the model would stand "
+                f"still; a smaller learning rate may help); {kept_before}")
+    return None
+
+
 def run_scenario(
     scenario: Scenario,
     registry: Registry,
@@ -62,6 +88,12 @@ def run_scenario(
         writer.close()  # the output's claim, on every way out
 
 
+def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int]:
+    """What the model is built for (`FlatModel`): the input shape and the classes of the dataset."""
+    info = scenario.dataset.info()
+    return tuple(info.input_shape), info.num_classes
+
+
 def start_up(progress, backend: str, workers: list[str] | None) -> None:
     """Say what takes the first seconds of a command before it happens:
     importing TensorFlow and TFF (unless done already), starting a TFF
@@ -71,7 +103,9 @@ def start_up(progress, backend: str, workers: list[str] | None) -> None:
         import tensorflow  # noqa: F401
     if "tensorflow_federated" not in sys.modules:
         progress.phase("importing TensorFlow Federated")
-        import tensorflow_federated  # noqa: F401
+        from fedarena.core.execution.backends.tff_import import import_tff
+
+        import_tff()  # without its differential-privacy stack, which fedarena never calls
     kind = resolve(backend, workers)
     if kind == "worker":
         progress.phase("starting the TFF worker")
@@ -126,7 +160,9 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
     info = RunInfo(scenario, str(writer.path), tuple(pool.addresses))
     if checkpoint is None:
         try:
-            writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given), pool.backend)
+            writer.start(scenario, registry, run.class_histogram, run.groups, tuple(pool.given), pool.backend,
+                         members=run.members, model_io=_model_io(scenario), start=scenario.start,
+                         start_sha256=run.start_sha256)
         except OSError as error:
             run.close()
             progress.close()
@@ -151,6 +187,9 @@ def execute(scenario: Scenario, registry: Registry, writer: ResultsWriter, pool,
         watchers.start(scenario, registry, info)
         progress.phase(f"round {done + 1} (first call builds the graph)")
         for result in run.rounds(**resume_from):
+            diverged = divergence(result)
+            if diverged:
+                raise RunError(diverged)
             writer.write_round(result)
             done = result.round
             watchers.round(result)

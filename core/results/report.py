@@ -227,7 +227,7 @@ def _runs_by_point(path) -> dict[int, RunView]:
     path = Path(path)
     with open_results(path) as f:
         return {int(group.name.rsplit("/", 1)[-1]) if label is not None else 0:
-                read_run(group, path.stem if label is None else label) for group, label in run_groups(f)}
+                read_run(group, path.stem if label is None else label, path) for group, label in run_groups(f)}
 
 
 def load_study(paths: list[str | Path]) -> Study:
@@ -241,8 +241,8 @@ def load_study(paths: list[str | Path]) -> Study:
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
     for path, name in zip(paths, names):
+        views = _runs_by_point(path)  # first: it refuses a damaged file
         index, metric = frames.index_frame(path), frames.metrics_frame(path)
-        views = _runs_by_point(path)
         keys = {run: len(runs) + i for i, run in enumerate(sorted(views))}
         runs += [views[run] for run in sorted(views)]
         # Points not written yet have no run: key -1.

@@ -164,10 +164,14 @@ def test_a_relative_dataset_path_is_read_from_the_scenario_folder(tmp_path, monk
         assert len(arrays.train_y) == 40 and len(arrays.test_y) == 20
 
 
-def test_an_absolute_or_empty_dataset_path_is_kept(tmp_path, registry):
+def test_an_absolute_or_empty_dataset_path_is_kept(tmp_path, monkeypatch, registry):
     text = BASE.format(**OK).replace("synthetic(samples = 600, features = 8, classes = 3)",
                                      f'mnist(path = "{tmp_path}")')
     assert check_text(text, registry).dataset.path == str(tmp_path)
+    # Without a path, mnist must be in the download cache to pass the check.
+    monkeypatch.setenv("FEDARENA_DATA", str(tmp_path))
+    (tmp_path / "keras" / "datasets").mkdir(parents=True)
+    (tmp_path / "keras" / "datasets" / "mnist.npz").write_bytes(b"")
     assert check_text(BASE.format(**OK).replace("synthetic(samples = 600, features = 8, classes = 3)", "mnist"),
                       registry).dataset.path == ""
 
@@ -178,6 +182,24 @@ def test_a_tilde_in_the_output_is_expanded(tmp_path, monkeypatch, registry):
     text = BASE.format(**OK).replace("evaluate every", 'output "~/runs/x.h5"\n  evaluate every')
     assert check_text(text, registry).output == str(tmp_path / "runs" / "x.h5")
     assert check_text(BASE.format(**OK), registry, output="~/y.h5").output == str(tmp_path / "y.h5")
+
+
+def test_an_output_statement_is_read_from_the_scenario_folder(tmp_path, monkeypatch, registry):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    written = folder / "written.fls"
+    written.write_text(BASE.format(**OK).replace("evaluate every", 'output "runs/x.h5"\n  evaluate every'))
+    default = folder / "default.fls"
+    default.write_text(BASE.format(**OK))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # Written in the scenario: beside it, whichever way the file is named.
+    for name in (str(written), "../study/written.fls"):
+        assert check_points(read_scenario(name), registry)[0][1].output == str(Path(name).parent / "runs" / "x.h5")
+    # The default and -o belong to the command: the working directory.
+    assert check_points(read_scenario(str(default)), registry)[0][1].output == "results/default.h5"
+    assert check_points(read_scenario(str(written)), registry, "y.h5")[0][1].output == "y.h5"
 
 
 # 7. An unreadable scenario file is a usage error, exit 2.
@@ -204,14 +226,15 @@ def test_a_scenario_without_permission_to_read_is_an_error_exit_2(tmp_path, monk
 
 # 8. Failing lifecycle hooks: run_start fails the run, run_end only warns.
 class FakeRun:
-    class_histogram, groups = None, ()
+    class_histogram, groups, members, start_sha256 = None, (), None, ""
 
     def __init__(self, scenario, on_phase=None):
         self.scenario, self.closed = scenario, False
 
     def rounds(self, **kwargs):
         for number in range(1, self.scenario.rounds + 1):
-            yield types.SimpleNamespace(round=number, metrics={"test_accuracy": 0.5})
+            yield types.SimpleNamespace(round=number, metrics={"test_accuracy": 0.5}, weights=np.zeros(3, np.float32),
+                                        clients={"malicious": np.zeros(2, bool), "finite": np.ones(2, bool)})
 
     def close(self):
         self.closed = True
@@ -223,7 +246,7 @@ class FakeWriter:
     def __init__(self):
         self.status, self.rounds = "none", 0
 
-    def start(self, *args):
+    def start(self, *args, **kwargs):
         self.status = "running"
 
     def write_round(self, result):
