@@ -250,19 +250,6 @@ def test_every_example_in_the_reference_parses(start, text):
     assert scenario.title
 
 
-SCENARIOS = sorted((REPO / "scenarios").rglob("*.fls"))
-
-
-@pytest.mark.usefixtures("edge_case_digits")  # the data file attacks/edge_case.fls reads
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: str(p.relative_to(REPO / "scenarios")))
-def test_every_scenario_file_checks(path):
-    from fedarena.core.plugin.registry import default_registry
-    from fedarena.core.scenario.sweep import check_points
-
-    runs = check_points(parse(path.read_text(), str(path)), default_registry())
-    assert runs
-
-
 def test_reading_stops_after_fifty_syntax_errors():
     from fedarena.core.language.parser import MAX_ERRORS
 

@@ -4,7 +4,9 @@ below it, so the folders read bottom-up and no import cycle can form.
 Every import counts, the ones inside functions too: a lazy import is still
 a dependency.  The layers, bottom first:
 
-  errors < language < plugin < scenario < results < execution < cli < api
+  errors < language < plugin < results < scenario < execution < cli < api
+(results sits below scenario: the checker reads results files for `start from`,
+and the writer is handed scenarios without importing their classes).
 
 ``fedarena.core`` itself (the public plugin API) re-exports the plugin
 layer only; `fedarena.core.testing` (pytest fixtures for plugin authors)
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "core"
-LAYERS = ["errors", "language", "plugin", "scenario", "results", "execution", "cli"]
+LAYERS = ["errors", "language", "plugin", "results", "scenario", "execution", "cli"]
 TOP = len(LAYERS)
 
 

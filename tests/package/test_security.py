@@ -676,7 +676,7 @@ def audited_run(tmp_path_factory):
     record = json.loads(log.read_text())
     assert record["code"] == 0
     return AuditedRun(
-        opened=record["opened"], samples=samples, paused_samples=paused_samples, output=elsewhere / "out.h5",
+        opened=record["opened"], samples=samples, paused_samples=paused_samples, output=project / "out.h5",
         scratch=scratch, scenario=project / "s.fls", data=project / "data", edge=project / "edge.npz",
     )
 
