@@ -258,11 +258,21 @@ def _statement_text(statement: spec.Statement) -> str:
         call, count = value
         return f"split {render_value(call)} over {render_value(count)} clients"
     if keyword == "training":
-        return "training { " + " ".join(f"{s.name} {render_value(s.value)}" for s in value) + " }"
+        return "training { " + " ".join(_setting_text(s) for s in value) + " }"
     if keyword == "attack":
-        settings = " ".join(f"{s.name} {render_value(s.value)}" for s in value.settings)
+        settings = " ".join(_setting_text(s) for s in value.settings)
         return f"attack {render_value(value.call)}" + (f" {{ {settings} }}" if settings else "")
+    if keyword == "start":
+        at = f" round {render_value(value.round)}" if value.round is not None else ""
+        return f"start from {render_value(value.path)}{at}"
     return f"{keyword} {render_value(value)}"
+
+
+def _setting_text(setting: spec.Setting) -> str:
+    if setting.name == "present" and isinstance(setting.value, spec.Every):
+        every = setting.value.k
+        return "present every round" if every == 1 else f"present every {render_value(every)} rounds"
+    return f"{setting.name} {render_value(setting.value)}"
 
 
 def spec_text(scenario: spec.ScenarioSpec) -> str:

@@ -265,3 +265,26 @@ def test_save_writes_the_text(tmp_path):
     assert path.read_text() == evolved.text
     assert settings(fedarena.load(path).checked) == settings(evolved.checked)
     assert str(evolved) == evolved.text
+
+
+def test_evolve_writes_start_from_placement_and_presence_back_as_the_language(tmp_path):
+    import numpy as np
+
+    start = tmp_path / "start.npz"
+    np.savez(start, weights=np.zeros(650, np.float32))  # 64 x 10 + 10: logistic on digits
+    text = f"""scenario "placed" {{
+  rounds 2
+  start from "{start}"
+  dataset digits
+  split dirichlet(alpha = 0.5) over 6 clients
+  model logistic
+  training {{ clients_per_round 4 }}
+  attack label_flip(source = 7, target = 1) {{ clients [0, 1] present every 2 rounds }}
+  attack gaussian {{ clients owners(label = 3, count = 1) present every round }}
+  aggregator fedavg
+}}"""
+    evolved = fedarena.load(text).evolve(seed=2)
+    assert f'start from "{start}"' in evolved.text
+    assert "clients [0, 1]\n    present every 2 rounds" in evolved.text
+    assert "clients owners(label = 3, count = 1)\n    present every round" in evolved.text
+    assert parse(evolved.text, "x.fls").all("start")[0].value == parse(text, "x.fls").all("start")[0].value
