@@ -254,6 +254,8 @@ def _statement_text(statement: spec.Statement) -> str:
     keyword, value = statement.keyword, statement.value
     if keyword == "evaluate":
         return f"evaluate every {render_value(value)} rounds"
+    if keyword == "save":
+        return f"save model every {render_value(value)} rounds"
     if keyword == "split":
         call, count = value
         return f"split {render_value(call)} over {render_value(count)} clients"

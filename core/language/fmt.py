@@ -35,7 +35,7 @@ SECTIONS = {
     "dataset_stmt": "data", "split_stmt": "data", "model_stmt": "data",
     "training_block": None, "attack_block": None,
     "detector_stmt": "defense", "aggregator_stmt": "defense",
-    "evaluate_stmt": "output", "output_stmt": "output",
+    "evaluate_stmt": "output", "save_stmt": "output", "output_stmt": "output",
 }
 PUNCTUATION = ("LSQB", "RSQB", "COMMA", "LPAR", "RPAR")
 

@@ -38,8 +38,8 @@ MAX_NAME = 100
 # Syntax errors reported before reading stops.
 MAX_ERRORS = 50
 # Tokens and characters skipped by error recovery before reading stops: each
-# costs some twenty times a token parsed, so a file that is one long error
-# (`) ) ) ...` over megabytes) would otherwise take minutes.
+# costs about twice a token parsed, and a file that is one long error
+# (`) ) ) ...`, 10 MB of it) would otherwise take over a minute to report.
 MAX_SKIPPED = 10_000
 
 # How the error messages name each terminal.
@@ -52,7 +52,7 @@ TOKEN_WORDS = {
 # Groups of terminals that read better as one word in "expected ...".
 STATEMENT_TOKENS = frozenset({
     "SEED", "ROUNDS", "DATASET", "SPLIT", "MODEL", "TRAINING", "ATTACK", "DETECTOR", "AGGREGATOR",
-    "EVALUATE", "OUTPUT", "START",
+    "EVALUATE", "OUTPUT", "START", "SAVE",
 })
 VALUE_TOKENS = frozenset({"NAME", "INT", "FLOAT", "PERCENT", "STRING", "TRUE", "FALSE", "LSQB", "EVERY"})
 SETTING_TOKENS = frozenset({"NAME", "ROUNDS", "CLIENTS"})
@@ -547,6 +547,7 @@ class ToSpec:
     detector_stmt = _statement("detector", 1)
     aggregator_stmt = _statement("aggregator", 1)
     evaluate_stmt = _statement("evaluate", 2)
+    save_stmt = _statement("save", 3)
     output_stmt = _statement("output", 1)
 
     def split_stmt(self, node, children):

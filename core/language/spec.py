@@ -109,7 +109,7 @@ class StartFrom:
 class Statement:
     """One top-level statement: its keyword, its value(s) and its span.
 
-    ``value`` by keyword: seed, rounds, evaluate -> int; output -> str;
+    ``value`` by keyword: seed, rounds, evaluate, save -> int; output -> str;
     dataset, model, detector, aggregator -> Call; split -> (Call, clients);
     training -> tuple of Setting; attack -> AttackBlock; start -> StartFrom.
 

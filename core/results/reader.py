@@ -19,6 +19,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import attrs
 import h5py
@@ -214,14 +215,23 @@ def point(group: h5py.Group) -> dict:
     return json.loads(group.attrs[schema.POINT_ASSIGNMENTS]) if schema.POINT_ASSIGNMENTS in group.attrs else {}
 
 
-def stored_models(group: h5py.Group) -> dict[int, str]:
+def stored_models(group: h5py.Group) -> dict[int, Callable[[], np.ndarray]]:
     """The global models a run's file holds, by the round after which each
-    was taken, as dataset paths: the checkpoint's (`schema.MODEL_WEIGHTS`,
-    after round ``rounds_done``); empty before the first round."""
+    was taken, each as a function that reads it: those kept by ``save model
+    every K rounds`` (`schema.SAVED_WEIGHTS`, up to ``rounds_done``) and the
+    checkpoint's (`schema.MODEL_WEIGHTS`, after round ``rounds_done``);
+    empty before the first round."""
     if schema.MODEL_WEIGHTS not in group:
         return {}
-    done = group[schema.MODEL].attrs.get(schema.MODEL_ROUND, group.attrs.get(schema.ROUNDS_DONE, 0))
-    return {int(done): schema.MODEL_WEIGHTS}
+    done = int(group[schema.MODEL].attrs.get(schema.MODEL_ROUND, group.attrs.get(schema.ROUNDS_DONE, 0)))
+    models: dict[int, Callable[[], np.ndarray]] = {}
+    if schema.SAVED_ROUND in group and schema.SAVED_WEIGHTS in group:
+        saved = group[schema.SAVED_WEIGHTS]
+        for row, number in enumerate(group[schema.SAVED_ROUND][()]):
+            if 0 < number <= done and row < saved.shape[0]:
+                models[int(number)] = lambda row=row: saved[row]
+    models[done] = lambda: group[schema.MODEL_WEIGHTS][()]
+    return models
 
 
 @attrs.frozen

@@ -186,13 +186,22 @@ MODEL_ROUND = "round"
 """Attribute of `MODEL`: the round after which ``weights`` was taken."""
 MODEL_INPUT_SHAPE = "input_shape"
 MODEL_NUM_CLASSES = "num_classes"
+MODEL_SAVE_EVERY = "save_every"
 MODEL_ATTRIBUTES = (
     Field(MODEL_ROUND, "the round after which `weights` was taken"),
+    Field(MODEL_SAVE_EVERY, "K of `save model every K rounds` (0: only the latest model is kept)"),
     Field(MODEL_INPUT_SHAPE, "the shape of one input the model takes (the dataset's)"),
     Field(MODEL_NUM_CLASSES, "the number of classes it predicts"),
 )
 """Attributes of `MODEL`; ``start from`` compares the last two (and the
 model plugin's ``parameters``) with the scenario's."""
+SAVED_WEIGHTS = "model/saved/weights"
+SAVED_ROUND = "model/saved/round"
+SAVED_FIELDS = (
+    Field(SAVED_WEIGHTS, "`[saved, d]` the global model after each of the rounds in `round`"),
+    Field(SAVED_ROUND, "`[saved]` rounds K, 2K, ... up to `rounds_done`"),
+)
+"""With ``save model every K rounds``: the models kept besides the latest."""
 
 # /start: where the run's model started from (only with `start from`).
 START = "start"
@@ -334,7 +343,7 @@ DOCUMENTED = {
     "split": _names(SPLIT_FIELDS) + (ATTACK_GROUPS,),
     "plugins": _names(PLUGIN_ATTRIBUTES),
     "attack groups": _names(ATTACK_ATTRIBUTES),
-    "model": _names(MODEL_ATTRIBUTES),
+    "model": _names(MODEL_ATTRIBUTES) + _names(SAVED_FIELDS),
     "start": _names(START_ATTRIBUTES),
     "sweep": _names(SWEEP_ATTRIBUTES) + _names(SWEEP_INDEX) + _names(POINT_ATTRIBUTES),
 }

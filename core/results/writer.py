@@ -304,6 +304,7 @@ class ResultsWriter:
                 record.attrs[schema.ATTACK_PLACEMENT] = attack.placement
                 record.attrs[schema.ATTACK_PARTICIPATION] = attack.participation
             model = f.create_group(schema.MODEL)
+            model.attrs[schema.MODEL_SAVE_EVERY] = int(getattr(scenario, "save_model_every", 0))
             if model_io is not None:
                 model.attrs[schema.MODEL_INPUT_SHAPE] = np.array(model_io[0], np.int64)
                 model.attrs[schema.MODEL_NUM_CLASSES] = int(model_io[1])
@@ -489,11 +490,24 @@ def _apply(f: h5py.Group, done: int, records: dict, weights, state: dict) -> Non
         dataset = metrics.get(name)
         _put_row(metrics, name, value, kept if dataset is None else min(dataset.shape[0], kept))
     _replace(f, schema.MODEL_WEIGHTS, weights)
+    every = int(f[schema.MODEL].attrs.get(schema.MODEL_SAVE_EVERY, 0))
+    if every and done % every == 0:
+        _save_model(f, done, weights)
     for key, arrays in state.items():
         for name, value in arrays.items():
             _replace(f, schema.state_path(key, name), value)
     f[schema.MODEL].attrs.modify(schema.MODEL_ROUND, np.int64(done))
     f.attrs.modify(schema.ROUNDS_DONE, np.int64(done))
+
+
+def _save_model(f: h5py.Group, done: int, weights) -> None:
+    """Keep the model after round ``done`` in `schema.SAVED_WEIGHTS` (``save
+    model every K rounds``), dropping any row of this round or later first,
+    so that doing it twice (`recover`) gives the same file."""
+    rounds = f[schema.SAVED_ROUND][()] if schema.SAVED_ROUND in f else np.zeros(0, np.int64)
+    kept = int(np.sum(rounds < done))
+    _put_row(f.require_group("model/saved"), "round", np.int64(done), kept)
+    _put_row(f.require_group("model/saved"), "weights", np.asarray(weights, np.float32), kept)
 
 
 def _read_staged(staged: h5py.Group) -> tuple[dict, np.ndarray, dict]:

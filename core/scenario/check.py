@@ -30,7 +30,7 @@ from fedarena.core.scenario.start import StartSource, check_start
 # Which plugin kind follows each top-level keyword.
 STATEMENT_KINDS = {"dataset": "dataset", "model": "model", "detector": "detector", "aggregator": "aggregator"}
 SINGLE_STATEMENTS = ("seed", "rounds", "dataset", "split", "model", "training", "aggregator", "evaluate", "output",
-                     "start")
+                     "start", "save")
 REQUIRED_STATEMENTS = ("rounds", "dataset", "split", "model")
 # Seeds are 32-bit: NumPy's and TensorFlow's generators take 0 <= seed < 2^32.
 SEED_MAX = 2**32 - 1
@@ -174,6 +174,8 @@ class Scenario:
     metrics: tuple[tuple[str, Plugin], ...]
     evaluate_every: int
     output: str
+    # `save model every K rounds`: the model is also kept after rounds K, 2K, ... (0: only the latest).
+    save_model_every: int = 0
     source: str = attrs.field(repr=False, default="")
     filename: str = "<scenario>"
     # The sweep point this run is, as (path, value) pairs; empty for a plain scenario.
@@ -466,6 +468,8 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
     seed = plain("seed", 0, 0, SEED_MAX, " (a 32-bit seed)")
     rounds = plain("rounds", 1, 1)
     evaluate_every = plain("evaluate", 1, 1)
+    save_model_every = plain("save", 0, 1, max(rounds, 1),
+                             " (the rounds of the run: a model is kept after every K-th round)")
 
     plugins: dict[str, Plugin | None] = {}
     for keyword, kind in STATEMENT_KINDS.items():
@@ -532,7 +536,8 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
         title=scenario.title, seed=seed, rounds=rounds, dataset=plugins["dataset"], split=split,
         num_clients=num_clients, model=plugins["model"], training=training, attacks=attacks,
         detectors=detectors, aggregator=plugins["aggregator"], metrics=metrics,
-        evaluate_every=evaluate_every, output=output, source=scenario.source, filename=scenario.filename,
+        evaluate_every=evaluate_every, save_model_every=save_model_every, output=output, source=scenario.source,
+        filename=scenario.filename,
         sweep_point=scenario.point,
     )
     # Rules of each plugin that need the rest of the scenario.  The dataset's

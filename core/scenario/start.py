@@ -2,11 +2,11 @@
 
 Two kinds of file are accepted:
 
-- a fedarena results file (HDF5) of a single run: the global model it holds
-  (`fedarena.core.results.reader.stored_models`).  A results file keeps its
-  latest model only (``/model/weights``, after round ``rounds_done``), so
-  ``round N``, when given, must be that round: it guards against starting
-  from a file whose run went on (or stopped) elsewhere than intended.
+- a fedarena results file (HDF5) of a single run: one of the global models
+  it holds (`fedarena.core.results.reader.stored_models`): the latest
+  (``/model/weights``, after round ``rounds_done``), and with ``save model
+  every K rounds`` also those after rounds K, 2K, ...  Without ``round N``
+  the run starts from the latest.
 - an ``.npz`` (NumPy) holding exactly one array: the model as one flat
   float vector, laid out as ``/model/weights`` (tensor by tensor, each
   flattened in C order).  It is read with ``allow_pickle=False``.
@@ -110,18 +110,26 @@ def _check_results(location: str, value: spec.StartFrom, scenario, facts, regist
             latest = max(models)
             chosen = latest if value.round is None else value.round
             if chosen not in models:
-                return (f"round {chosen}: the file holds the model after round {latest} only (a results file keeps "
-                        f"its latest model); write round {latest}, or leave round out", True), None
+                return (f"round {chosen}: the file holds the model after {_rounds_text(sorted(models))} only; "
+                        f"start from one of those, or run the earlier scenario with 'save model every K rounds' "
+                        f"to keep more", True), None
             mismatch = _model_mismatch(f, scenario, facts, registry)
             if mismatch:
                 return mismatch, None
-            if not np.all(np.isfinite(f[models[chosen]][()])):
+            if not np.all(np.isfinite(models[chosen]())):
                 return f"its model after round {chosen} holds NaN or infinite values", None
     except UsageError as error:
         return f"cannot be read as a results file ({error})", None
     except (OSError, KeyError, ValueError) as error:
         return f"cannot be read as a results file ({type(error).__name__}: {error})", None
     return None, chosen
+
+
+def _rounds_text(rounds: list[int]) -> str:
+    if len(rounds) == 1:
+        return f"round {rounds[0]}"
+    shown = ", ".join(map(str, rounds[:8])) + (", ..." if len(rounds) > 8 else "")
+    return f"rounds {shown}"
 
 
 def _describe_model(label: str, shape, classes) -> str:
@@ -213,7 +221,7 @@ def load_start(scenario, size: int) -> tuple[np.ndarray, str]:
                 models = reader.stored_models(f)
                 if start.round not in models:
                     raise refuse(f"the file no longer holds the model after round {start.round}")
-                weights = f[models[start.round]][()]
+                weights = np.asarray(models[start.round]())
     except _NpzProblem as problem:
         raise refuse(str(problem)) from None
     except (OSError, UsageError, KeyError) as error:

@@ -61,11 +61,13 @@ def problem(folder: Path, start: str, **kwargs) -> str:
 
 
 def write_results(path: Path, weights: list[np.ndarray], hidden: int = 8, classes: int = 3,
-                  features: int = 8) -> None:
+                  features: int = 8, save_every: int = 0) -> None:
     """A genuine results file, written by the writer without running
-    anything: ``weights[i]`` is the model after round i + 1."""
+    anything: ``weights[i]`` is the model after round i + 1 (with
+    ``save_every``, the scenario says ``save model every K rounds``)."""
     registry = default_registry()
-    text = scenario_text(rounds=max(len(weights), 1), hidden=hidden, classes=classes, features=features)
+    save = f"save model every {save_every} rounds" if save_every else ""
+    text = scenario_text(save, rounds=max(len(weights), 1), hidden=hidden, classes=classes, features=features)
     scenario = checked(path.parent, text)
     writer = ResultsWriter(path, force=True)
     writer.start(scenario, registry, np.ones((6, classes), np.int64), np.full(6, -1, np.int32),
@@ -168,13 +170,37 @@ def test_a_results_file_without_a_round(folder):
 def test_a_round_the_file_does_not_hold_points_at_the_round(folder):
     write_results(folder / "pre.h5", [np.zeros(MODEL_SIZE), np.ones(MODEL_SIZE)])
     assert problem(folder, 'start from "pre.h5" round 1') == (
-        'start.fls:4:29: start from "pre.h5": round 1: the file holds the model after round 2 only (a results '
-        'file keeps its latest model); write round 2, or leave round out\n'
+        'start.fls:4:29: start from "pre.h5": round 1: the file holds the model after round 2 only; start from '
+        "one of those, or run the earlier scenario with 'save model every K rounds' to keep more\n"
         '      start from "pre.h5" round 1\n'
         '                                ^'
     )
     assert problem(folder, 'start from "pre.h5" round 0').splitlines()[0] == (
         'start.fls:4:29: start from "pre.h5": round must be >= 1, got 0')
+
+
+def test_models_saved_every_k_rounds_can_be_started_from_by_round(folder):
+    models = [np.full(MODEL_SIZE, value, np.float32) for value in (0.0, 1.0, 2.0, 3.0, 4.0)]
+    write_results(folder / "pre.h5", models, save_every=2)
+    with h5py.File(folder / "pre.h5", "r") as f:
+        assert f["model/saved/round"][()].tolist() == [2, 4] and f["model"].attrs["save_every"] == 2
+    for number, expected in ((2, 1.0), (4, 3.0), (5, 4.0)):
+        scenario = checked(folder, scenario_text(f'start from "pre.h5" round {number}'))
+        assert scenario.start.round == number
+        weights, _ = load_start(scenario, MODEL_SIZE)
+        np.testing.assert_array_equal(weights, models[number - 1])
+        assert weights[0] == expected
+    assert problem(folder, 'start from "pre.h5" round 3').splitlines()[0] == (
+        'start.fls:4:29: start from "pre.h5": round 3: the file holds the model after rounds 2, 4, 5 only; '
+        "start from one of those, or run the earlier scenario with 'save model every K rounds' to keep more")
+
+
+def test_save_model_every_is_checked_against_the_rounds(folder):
+    assert problem(folder, "save model every 3 rounds", rounds=2).splitlines()[0] == (
+        "start.fls:4:20: 'save' must be between 1 and 2 (the rounds of the run: a model is kept after every "
+        "K-th round), got 3")
+    assert problem(folder, "save model every 0 rounds").splitlines()[0] == (
+        "start.fls:4:20: 'save' must be >= 1, got 0")
 
 
 def test_a_results_file_of_another_model(folder):
@@ -356,3 +382,16 @@ def test_a_run_that_started_from_a_file_resumes_from_its_own_checkpoint(pretrain
         assert dict(f["start"].attrs) == dict(g["start"].attrs)
     assert whole.attrs["status"] == "complete"
     assert os.path.exists(path)
+
+
+def test_a_run_saves_every_k_rounds_and_a_later_run_starts_from_a_saved_round(tff_context, tmp_path):
+    run(tmp_path, scenario_text("save model every 2 rounds", rounds=4), "saving.fls")
+    with h5py.File(tmp_path / "saving.h5", "r") as f:
+        assert f["model/saved/round"][()].tolist() == [2, 4]
+        saved = f["model/saved/weights"][()]
+        np.testing.assert_array_equal(saved[1], f["model/weights"][()])
+    assert not np.array_equal(saved[0], saved[1])
+    run(tmp_path, scenario_text('start from "saving.h5" round 2', rounds=1, server_lr=0.0), "from_two.fls")
+    with h5py.File(tmp_path / "from_two.h5", "r") as f:
+        np.testing.assert_array_equal(f["model/weights"][()], saved[0])
+        assert f["start"].attrs["round"] == 2 and "saved" not in f["model"]
