@@ -76,7 +76,11 @@ class _NormModel(Model):
         return problems
 
     def check(self, facts: Facts) -> list[str]:
-        return self._problems() + _image_problems(self._label, facts.input_shape, self._min_side)
+        problems = self._problems() + _image_problems(self._label, facts.input_shape, self._min_side)
+        if self.norm_state == "local" and facts.protocol == "fedsgd":
+            problems.append(f"{self._label}: norm_state = \"local\" (FedBN) keeps layers on the clients, which "
+                            f"needs local training; use protocol fedavg, or norm_state = \"global\"")
+        return problems
 
     def _norm(self, ops, name, x):
         return fn.norm(ops, name, x, self.norm, momentum=self.momentum, groups=self.groups,

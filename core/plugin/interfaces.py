@@ -53,6 +53,7 @@ class Facts:
     # directory); relative paths in plugin parameters are read from here.
     scenario_dir: str = ""
     has_writers: bool = False  # the dataset's training samples have writers (DatasetInfo.has_writers)
+    protocol: str = "fedavg"  # the training protocol: "fedavg" (local epochs) or "fedsgd" (one gradient)
 
     def resolve(self, path: str) -> Path:
         """A path given in a plugin parameter: ``~`` expanded, and a relative

@@ -196,6 +196,7 @@ class Scenario:
             root_samples=self.training.root_samples,
             scenario_dir=str(Path(self.filename).parent),
             has_writers=info.has_writers,
+            protocol=self.training.protocol,
         )
 
     def plugins(self) -> list[tuple[str, Plugin]]:

@@ -193,8 +193,11 @@ def test_fedbn_local_values_survive_resume(tmp_path):
     np.testing.assert_array_equal(resumed.data["metrics/test_loss"], whole.data["metrics/test_loss"])
 
 
-def test_fedbn_needs_local_training(tff_context):
-    from fedarena.core.errors import RunError
+def test_fedbn_needs_local_training_and_the_checker_says_so():
+    from fedarena.core.errors import ScenarioError
 
-    with pytest.raises(RunError, match="use protocol fedavg"):
-        Run(checked(scenario_text(FEDBN, extra="    protocol fedsgd\n")))
+    with pytest.raises(ScenarioError) as caught:
+        checked(scenario_text(FEDBN, extra="    protocol fedsgd\n"))
+    assert str(caught.value).splitlines()[0].endswith(
+        'resnet18: norm_state = "local" (FedBN) keeps layers on the clients, which needs local training; use '
+        'protocol fedavg, or norm_state = "global"')
