@@ -279,7 +279,10 @@ def _out_of_range(info: ParamInfo, value: Any) -> str | None:
             return f"must be between {number(implicit[0])} and {number(implicit[1])}, got {number(v)}"
     if info.choices is not None and value not in info.choices:
         hint = did_you_mean(value, [str(c) for c in info.choices]) if isinstance(value, str) else ""
-        return f"must be one of {', '.join(map(repr, info.choices))}, got {value!r}{hint}"
+        shown = repr(value)
+        if len(shown) > 80:  # a huge wrong value is not quoted whole
+            shown = f"{shown[:60]}... ({len(shown):,} characters)"
+        return f"must be one of {', '.join(map(repr, info.choices))}, got {shown}{hint}"
     return None
 
 
