@@ -129,6 +129,9 @@ def compute_on(requested: str, workers: list[str] | None = None):
     """Install the chosen backend's TFF context for the block, say where the
     run computes, and yield its pool (workers to watch, addresses to record).
     """
+    from fedarena.core.execution.backends.tff_import import import_tff
+
+    import_tff()  # first, so that no backend imports TFF's differential-privacy stack
     kind = resolve(requested, workers)
     print(where_it_computes(kind, workers), file=sys.stderr, flush=True)
     if kind == "local":
