@@ -101,7 +101,7 @@ def test_load_text_errors_point_into_the_text():
 # ---------------------------------------------------------------- evolve
 
 
-def test_evolve_edits_the_tree_and_writes_canonical_text():
+def test_evolve_edits_the_tree_and_writes_canonical_text(tmp_path):
     scenario = fedarena.load(QUICKSTART)
     evolved = scenario.evolve(rounds=5, aggregator="median", **{"attack.clients": 3})
     assert scenario.checked.rounds == 20  # the original is unchanged
@@ -114,8 +114,9 @@ def test_evolve_edits_the_tree_and_writes_canonical_text():
     same = attrs.evolve(settings(checked), rounds=20, aggregator=scenario.checked.aggregator,
                         attacks=scenario.checked.attacks)
     assert same == settings(scenario.checked)
-    # The text is the scenario: read back, it checks the same.
-    assert settings(fedarena.load(evolved.text).checked) == settings(checked)
+    # The text is the scenario: saved under the file's name (which names the
+    # default output, results/quickstart.h5) and read back, it checks the same.
+    assert settings(fedarena.load(evolved.save(tmp_path / "quickstart.fls")).checked) == settings(checked)
     assert evolved.filename == scenario.filename  # messages and relative paths still name the file
 
 
@@ -263,7 +264,10 @@ def test_save_writes_the_text(tmp_path):
     evolved = fedarena.load(QUICKSTART).evolve(rounds=3)
     path = evolved.save(tmp_path / "sub" / "short.fls")
     assert path.read_text() == evolved.text
-    assert settings(fedarena.load(path).checked) == settings(evolved.checked)
+    # The same scenario, but for the default output, which the file's name gives.
+    reloaded = fedarena.load(path).checked
+    assert (evolved.checked.output, reloaded.output) == ("results/quickstart.h5", "results/short.h5")
+    assert settings(attrs.evolve(reloaded, output=evolved.checked.output)) == settings(evolved.checked)
     assert str(evolved) == evolved.text
 
 

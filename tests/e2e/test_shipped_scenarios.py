@@ -151,7 +151,8 @@ def shrink(text: str, rounds: int = ROUNDS) -> str:
     text, count = re.subn(r"^(\s*)rounds\s+\d+\s*$", rf"\g<1>rounds {rounds}", text, count=1, flags=re.M)
     assert count == 1, "no 'rounds N' statement to shrink"
     text, count = re.subn(r'^(\s*)output\s+"[^"]*"', r'\g<1>output "shrunk.h5"', text, count=1, flags=re.M)
-    assert count == 1, "no 'output' statement"
+    if count == 0:  # the default output: one is added after the rounds
+        text = re.sub(r"^(\s*)(rounds \d+\s*)$", r'\g<1>\g<2>\n\g<1>output "shrunk.h5"', text, count=1, flags=re.M)
     return text
 
 
