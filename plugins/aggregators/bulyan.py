@@ -45,17 +45,21 @@ from fedarena.plugins import _tensor
 from fedarena.plugins import _tf as tf
 
 
-def bulyan(rows, f, columns=None):
+def bulyan(rows, f, columns=None, max_rows=None):
     """Bulyan on ``rows`` ``[n, d]`` assuming ``f`` Byzantine rows, Krum
     distances on ``columns`` (None: all) -> (aggregate ``[d]``, share
-    ``[n]``: 1/theta per selected row)."""
+    ``[n]``: 1/theta per selected row).  ``max_rows`` (a Python int) bounds
+    ``n`` where its static shape does not say: the coordinate step then
+    sorts by a sorting network of that size (`mean_closest_to_median`)."""
     rows = tf.convert_to_tensor(rows)
     n = tf.shape(rows)[0]
     theta = tf.maximum(n - 2 * f, 1)
     beta = tf.maximum(theta - 2 * f, 1)
     chosen = _tensor.repeated_krum(_tensor.pairwise_sq_distances(_tensor.on_columns(rows, columns)), f, theta)
     selected = tf.boolean_mask(rows, chosen)  # [theta, d]
-    aggregate = _tensor.mean_closest_to_median(tf.transpose(selected), beta)
+    bound = rows.shape[0] if rows.shape[0] is not None else max_rows
+    max_theta = None if bound is None else max(bound - 2 * f, 1)
+    aggregate = _tensor.mean_closest_to_median(selected, beta, max_theta)
     share = tf.cast(chosen, rows.dtype) / tf.cast(theta, rows.dtype)
     return aggregate, share
 
@@ -96,7 +100,7 @@ class Bulyan(Aggregator):
         return []
 
     def aggregate(self, rows, weights, ctx):
-        return bulyan(rows, self.f, _tensor.layer_columns(ctx, self.layers))
+        return bulyan(rows, self.f, _tensor.layer_columns(ctx, self.layers), ctx.facts.clients_per_round)
 
 
 @hookimpl
