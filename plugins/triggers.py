@@ -46,7 +46,10 @@ class Pixel(Trigger):
     in the Machine Learning Model Supply Chain"): a square of ``size`` x
     ``size`` pixels at ``corner``, every channel set to ``value`` (the
     inputs' maximum: 1.0 for the built-in datasets, which scale pixels to
-    [0, 1]).  Every attacker stamps the whole patch (one part)."""
+    [0, 1]; with ``normalize = "standard"`` the value is taken as it is, in
+    the standardized space, where white is ``(1 - mean) / std``, e.g. 2.8215
+    for MNIST: docs/data.md lists each dataset's).  Every attacker stamps
+    the whole patch (one part)."""
 
     paper = "Gu et al. 2017, arXiv:1708.06733"
 
