@@ -17,8 +17,10 @@ Where the time goes:
 - one empty TFF computation call (per-call overhead of the executor);
 - grouped training: the 20 clients' weights stacked into one [20, ...] model
   stepped together by ``einsum`` (each client's update stays its own;
-  checked against the per-client loop).  The engine does NOT implement
-  grouped/batched multi-client training; this is the headroom it leaves.
+  checked against the per-client loop): the hand-written bound of what
+  batching the clients can give.  The engine's own grouped training
+  (training setting ``client_group``, `engine/cohort.py`) is timed against
+  its per-client path by benchmarks/cohort.py.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def main(quick: bool = False) -> list[dict]:
                            f"same updates to {tf_data_diff:.1e}"),
         common.result("B6", "grouped 20 clients (einsum)", per_round(grouped_s), None, unit=" GFLOP/s",
                       note=f"client work only {common.fmt_seconds(grouped_s)}; every client's update equals its solo "
-                           f"update to {grouped_diff:.1e}; NOT implemented in the engine"),
+                           f"update to {grouped_diff:.1e}; hand-written (the engine's: benchmarks/cohort.py)"),
         common.result("B6", "matmul 2048x2048x2048", big, None, unit=" GFLOP/s"),
         common.result("B6", "matmul 32x784 by 784x200", small, None, unit=" GFLOP/s"),
         common.result("B6", "empty TFF call", empty_s, None, unit=" s"),
