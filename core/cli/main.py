@@ -154,6 +154,14 @@ def cmd_fmt(args) -> int:
     return 1 if args.check and changed else 0
 
 
+def _client_plots(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"give a number of runs or 'all', got {text!r}")
+    return int(text)
+
+
 def _outcome(path: str, rounds: int) -> tuple[int, str]:
     """A finished run's rounds done and status, as its results file says."""
     import h5py
@@ -202,7 +210,8 @@ def cmd_plugins(args) -> int:
 def cmd_report(args) -> int:
     from fedarena.core.results.report import report
 
-    written = report(args.files, args.out, with_csv=args.csv, rows=args.rows, cols=args.cols)
+    written = report(args.files, args.out, with_csv=args.csv, rows=args.rows, cols=args.cols,
+                     client_plots=args.client_plots)
     for path in written:
         print(path)
     return 0
@@ -320,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--csv", action="store_true",
                         help="also export the metrics as CSV: metrics.csv, every run, round and seed in long "
                         "format, and metrics_N.csv per run")
+    report.add_argument("--client-plots", type=_client_plots, default=24, metavar="N|all",
+                        help="draw the per-client plot of the first N runs only (default: 24; 'all': every run)")
     report.add_argument("--rows", metavar="AXIS",
                         help="the sweep axis of the heatmaps' rows (default: the axis with the most values)")
     report.add_argument("--cols", metavar="AXIS",

@@ -786,8 +786,13 @@ class Report:
     drawn: dict[str, Drawn]
 
 
+# Per-run client plots drawn by default: each costs about 0.15 s, so a
+# 1,000-point sweep's would take minutes (benchmarks/soak.py).
+CLIENT_PLOTS = 24
+
+
 def build_report(paths: list[str], out: str | Path, with_csv: bool = False, rows: str | None = None,
-                 cols: str | None = None) -> Report:
+                 cols: str | None = None, client_plots: int | None = CLIENT_PLOTS) -> Report:
     """Write the plots and tables of the given results files into ``out``.
 
     ``rows`` and ``cols``: the sweep axes of the heatmaps' rows and
@@ -803,7 +808,8 @@ def build_report(paths: list[str], out: str | Path, with_csv: bool = False, rows
     if lines.panels:
         drawn["metrics"] = draw_lines(lines, out / "metrics.png")
         written.append(drawn["metrics"].path)
-    for index, run in enumerate(study.runs):
+    shown = study.runs if client_plots is None else study.runs[:client_plots]
+    for index, run in enumerate(shown):
         written.append(plot_client_scores(run, out, index))
     heatmaps: dict[str, HeatmapSpec] = {}
     if len(study.runs) > 1:
@@ -815,7 +821,11 @@ def build_report(paths: list[str], out: str | Path, with_csv: bool = False, rows
             drawn[f"heatmap_{metric}"] = draw_heatmap(spec, out / f"heatmap_{metric}.png")
             written.append(drawn[f"heatmap_{metric}"].path)
     summary = out / "summary.md"
-    summary.write_text("# fedarena report\n\n" + summary_table(study.runs))
+    skipped = ""
+    if len(shown) < len(study.runs):
+        skipped = (f"Per-client plots: runs 0 to {len(shown) - 1} of {len(study.runs)} "
+                   f"(`fedarena report --client-plots all` draws every run's).\n\n")
+    summary.write_text("# fedarena report\n\n" + skipped + summary_table(study.runs))
     written.append(summary)
     if heatmaps:
         tables = out / "final_values.md"
@@ -830,7 +840,8 @@ def build_report(paths: list[str], out: str | Path, with_csv: bool = False, rows
 
 
 def report(paths: list[str], out: str | Path, with_csv: bool = False, rows: str | None = None,
-           cols: str | None = None) -> list[Path]:
+           cols: str | None = None, client_plots: int | None = CLIENT_PLOTS) -> list[Path]:
     """Write the plots and tables of the given results files into ``out``;
-    the files written."""
-    return build_report(paths, out, with_csv, rows, cols).written
+    the files written.  ``client_plots``: how many runs get a per-client
+    plot (None: every run)."""
+    return build_report(paths, out, with_csv, rows, cols, client_plots).written

@@ -112,3 +112,18 @@ def test_rows_and_cols_of_a_real_sweep(sweep, tmp_path, capsys):
     assert all((p.n == 1).all() for p in spec.panels)
     assert cli.main(["report", str(sweep), "--out", str(tmp_path), "--cols", "clients"]) == 2
     assert "axes: aggregator, attack[label_flip].clients, seed" in capsys.readouterr().err
+
+
+def test_the_report_draws_per_client_plots_of_the_first_runs_only_unless_asked(sweep, tmp_path, capsys):
+    assert cli.main(["report", str(sweep), "--out", str(tmp_path / "three"), "--client-plots", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "three").glob("clients_*.png")) == [
+        "clients_0.png", "clients_1.png", "clients_2.png"]
+    assert ("Per-client plots: runs 0 to 2 of 8 (`fedarena report --client-plots all` draws every run's)."
+            in (tmp_path / "three" / "summary.md").read_text())
+    assert cli.main(["report", str(sweep), "--out", str(tmp_path / "all"), "--client-plots", "all"]) == 0
+    assert len(list((tmp_path / "all").glob("clients_*.png"))) == 8
+    assert "Per-client plots" not in (tmp_path / "all" / "summary.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(sweep), "--client-plots", "many"])
+    assert "give a number of runs or 'all', got 'many'" in capsys.readouterr().err
