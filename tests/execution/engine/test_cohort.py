@@ -90,7 +90,7 @@ def assert_rows_equal(solo, grouped, atol=1e-6, rtol=1e-5):
     ("fedavg", "sgd(learning_rate = 0.1, momentum = 0.9)", 1),
     ("fedsgd", "sgd(learning_rate = 0.1)", 1),
 ])
-def test_each_client_of_a_group_gets_its_solo_row(protocol, optimizer, epochs):
+def test_each_client_of_a_group_gets_its_solo_row(protocol, optimizer, epochs, tff_context):
     scenario = check(parse(MLP.format(protocol=protocol, optimizer=optimizer, epochs=epochs), "c.fls"),
                      default_registry())
     model, store, attacks, inputs = hand_made(scenario)
@@ -130,7 +130,7 @@ class TinyImagesPlugin:
 
 
 @pytest.mark.parametrize("model_call", ['resnet18(width = 2)', 'resnet18(width = 2, norm_state = "local")'])
-def test_a_batchnorm_model_in_a_group_gets_its_solo_rows(model_call):
+def test_a_batchnorm_model_in_a_group_gets_its_solo_rows(model_call, tff_context):
     text = f"""scenario "bn" {{
   seed 2
   rounds 1
