@@ -408,10 +408,15 @@ class Scenario:
         scenario text when it is one (``"median"``, ``"krum(f = 2)"``,
         ``"20%"``); lists, numbers and booleans are themselves.  The result
         is checked; a bad path or value raises `ScenarioError` pointing at
-        it.  Comments of the text are not kept."""
+        it.  Comments of the text are not kept.  ``output``, a path given
+        from Python, is taken from the working directory (as ``run``'s is);
+        the text then names it from the scenario file's folder, where an
+        ``output`` statement is read from."""
         given = {**(changes or {}), **more}
         if not given:
             return self
+        if isinstance(given.get("output"), (str, os.PathLike)):
+            given["output"] = self._from_scenario_folder(given["output"])
         lines, axes = _read_lines(given, evolve=True, after_line=self._line_count())
         base = attrs.evolve(self._spec, sweep=None, point=())
         if self._spec.sweep is not None:  # a path the sweep sets is changed there, not here
@@ -431,6 +436,14 @@ class Scenario:
             check_points(attrs.evolve(base, sweep=spec.Sweep(whole)), self._registry)
 
         return self._derive(edited, validate, lines)
+
+    def _from_scenario_folder(self, path: str | os.PathLike) -> str:
+        """A path taken from the working directory, written as the scenario
+        file's folder sees it (unchanged for a scenario without a file)."""
+        path = os.path.expanduser(os.fspath(path))
+        if os.path.isabs(path) or self.filename == "<scenario>":
+            return path
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(Path(self.filename).parent))
 
     def sweep(self, axes: Mapping[str, Any] | None = None, /, **more: Any) -> "Scenario":
         """A sweep over this scenario: ``sweep(aggregator=["fedavg", "median"],

@@ -522,7 +522,7 @@ def check_one(scenario: spec.ScenarioSpec, registry: Registry, output_override: 
     elif isinstance(output, str) and output_override is None:
         # Written in the scenario: read like every path it names, from the
         # scenario file's folder ("~/x.h5": the home folder, not a folder named '~').
-        output = str(resolve_path(output, str(Path(scenario.filename).parent)))
+        output = os.path.normpath(resolve_path(output, str(Path(scenario.filename).parent)))
     elif isinstance(output, str):
         output = os.path.expanduser(output)  # -o PATH: from the working directory
     total_attackers = sum(a.num_clients for a in attacks if a is not None)

@@ -292,3 +292,13 @@ def test_evolve_writes_start_from_placement_and_presence_back_as_the_language(tm
     assert "clients [0, 1]\n    present every 2 rounds" in evolved.text
     assert "clients owners(label = 3, count = 1)\n    present every round" in evolved.text
     assert parse(evolved.text, "x.fls").all("start")[0].value == parse(text, "x.fls").all("start")[0].value
+
+
+def test_an_output_given_from_python_is_the_working_directorys(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    evolved = fedarena.load(QUICKSTART).evolve(output="results/elsewhere/x.h5")
+    # The text names it from the scenario's folder, where output statements are read from.
+    assert '  output "../results/elsewhere/x.h5"\n' in evolved.text
+    assert evolved.checked.output == str(REPO / "results" / "elsewhere" / "x.h5")
+    monkeypatch.chdir(tmp_path)
+    assert fedarena.load(QUICKSTART).evolve(output="x.h5").checked.output == str(tmp_path / "x.h5")

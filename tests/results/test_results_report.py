@@ -98,7 +98,9 @@ def test_a_run_file_holds_exactly_what_the_schema_describes(two_runs, fedarena_w
         plugins = reader.plugins(f)
         assert {schema.AGGREGATOR_GROUP, "dataset", schema.ATTACK_PREFIX + "label_flip"} <= set(plugins)
         for role_group, plugin_attrs in plugins.items():
-            assert set(plugin_attrs) == names(schema.PLUGIN_ATTRIBUTES)
+            attack = role_group.startswith(schema.ATTACK_PREFIX)
+            assert set(plugin_attrs) == names(schema.PLUGIN_ATTRIBUTES) | (
+                names(schema.ATTACK_ATTRIBUTES) if attack else set())
             assert schema.plugin_group(plugin_attrs[schema.PLUGIN_ROLE]) == role_group
         assert set(f[schema.VERSIONS].attrs) == set(schema.VERSIONED_DISTRIBUTIONS)
         assert f[schema.MODEL].attrs[schema.MODEL_ROUND] == 3
