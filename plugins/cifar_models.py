@@ -32,18 +32,9 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Facts, Model, Network
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _functional as fn
+from fedarena.plugins.models import _image_problems
 
 NORMS = ("batch", "group", "none")
-
-
-def _image_problems(name: str, input_shape: tuple[int, ...], min_side: int) -> list[str]:
-    if len(input_shape) not in (2, 3):
-        return [f"{name} needs image inputs (height, width[, channels]); the dataset's input shape is "
-                f"{tuple(input_shape)}"]
-    if min(input_shape[:2]) < min_side:
-        return [f"{name} needs images of at least {min_side}x{min_side}; the dataset's are "
-                f"{input_shape[0]}x{input_shape[1]}"]
-    return []
 
 
 @attrs.frozen

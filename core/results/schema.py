@@ -195,8 +195,9 @@ MODEL_ATTRIBUTES = (
 )
 """Attributes of `MODEL`; ``start from`` compares the last two (and the
 model plugin's ``parameters``) with the scenario's."""
-SAVED_WEIGHTS = "model/saved/weights"
-SAVED_ROUND = "model/saved/round"
+SAVED = "model/saved"
+SAVED_WEIGHTS = f"{SAVED}/weights"
+SAVED_ROUND = f"{SAVED}/round"
 SAVED_FIELDS = (
     Field(SAVED_WEIGHTS, "`[saved, d]` the global model after each of the rounds in `round`"),
     Field(SAVED_ROUND, "`[saved]` rounds K, 2K, ... up to `rounds_done`"),

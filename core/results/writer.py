@@ -506,8 +506,9 @@ def _save_model(f: h5py.Group, done: int, weights) -> None:
     so that doing it twice (`recover`) gives the same file."""
     rounds = f[schema.SAVED_ROUND][()] if schema.SAVED_ROUND in f else np.zeros(0, np.int64)
     kept = int(np.sum(rounds < done))
-    _put_row(f.require_group("model/saved"), "round", np.int64(done), kept)
-    _put_row(f.require_group("model/saved"), "weights", np.asarray(weights, np.float32), kept)
+    saved = f.require_group(schema.SAVED)
+    _put_row(saved, schema.SAVED_ROUND.rsplit("/", 1)[1], np.int64(done), kept)
+    _put_row(saved, schema.SAVED_WEIGHTS.rsplit("/", 1)[1], np.asarray(weights, np.float32), kept)
 
 
 def _read_staged(staged: h5py.Group) -> tuple[dict, np.ndarray, dict]:
