@@ -164,13 +164,14 @@ def _client_plots(text: str) -> int | None:
 
 def _outcome(path: str, rounds: int) -> tuple[int, str]:
     """A finished run's rounds done and status, as its results file says."""
-    import h5py
+    from fedarena.core.results import reader, schema
 
     try:
-        with h5py.File(path, "r", locking=False) as f:
-            return int(f.attrs.get("rounds_done", rounds)), str(f.attrs.get("status", "complete"))
-    except (OSError, ValueError):
-        return rounds, "complete"
+        with reader.open_results(path) as f:
+            attributes = reader.run_attributes(f)
+    except (UsageError, OSError):
+        return rounds, schema.COMPLETE
+    return int(attributes.get(schema.ROUNDS_DONE, rounds)), str(attributes.get(schema.STATUS, schema.COMPLETE))
 
 
 def cmd_plugins(args) -> int:

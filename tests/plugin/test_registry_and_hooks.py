@@ -59,6 +59,19 @@ def test_a_lifecycle_hook_can_stop_the_run(fedarena_run):
     assert recorder.calls[-1] == ("end", "interrupted")
 
 
+def test_the_command_says_when_a_hook_stopped_the_run_early(tmp_path, monkeypatch, capsys):
+    from fedarena.core.cli.main import main
+
+    recorder = Recorder(stop_after=1)
+    monkeypatch.setattr(registry_module, "default_registry",
+                        lambda: build_registry(extra_plugins=(("recorder", recorder),)))
+    scenario = tmp_path / "tiny.fls"
+    scenario.write_text(tiny_scenario(output=tmp_path / "tiny.h5", rounds=3))
+    assert main(["run", str(scenario), "--progress", "none"]) == 0
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny:")]
+    assert len(summary) == 1 and summary[0].startswith("tiny: interrupted after 1 of 3 rounds; test_accuracy ")
+
+
 def test_a_plugin_that_fails_to_import_is_named_and_the_others_load(monkeypatch):
     broken = metadata.EntryPoint(name="broken", value="fedarena_no_such_module:plugin", group="fedarena")
     real = metadata.entry_points
