@@ -343,3 +343,13 @@ def test_worker_ports_in_range_are_accepted():
     parser = build_parser()
     for port in ("0", "8000", "65535"):
         assert parser.parse_args(["worker", "--port", port]).port == int(port)
+
+
+def test_a_huge_wrong_choice_is_not_quoted_whole(registry):
+    text = BASE.format(**OK).replace('mode = "all_to_one"', 'mode = "' + "x" * 5000 + '"')
+    with pytest.raises(ScenarioError) as caught:
+        check_text(text, registry)
+    first = str(caught.value).splitlines()[0]
+    assert first.endswith("must be one of 'targeted', 'all_to_one', 'random', got '" + "x" * 59 + "... "
+                          "(5,002 characters)")
+    assert len(first) < 300
