@@ -395,3 +395,14 @@ def test_a_run_saves_every_k_rounds_and_a_later_run_starts_from_a_saved_round(tf
     with h5py.File(tmp_path / "from_two.h5", "r") as f:
         np.testing.assert_array_equal(f["model/weights"][()], saved[0])
         assert f["start"].attrs["round"] == 2 and "saved" not in f["model"]
+
+
+def test_a_file_changed_after_the_check_is_refused_at_the_statement(folder):
+    models = [np.full(MODEL_SIZE, value, np.float32) for value in (0.0, 1.0, 2.0)]
+    write_results(folder / "pre.h5", models, save_every=1)
+    scenario = checked(folder, scenario_text('start from "pre.h5" round 2'))
+    write_results(folder / "pre.h5", models[:1])  # rewritten between `check` and the run
+    with pytest.raises(ScenarioError) as caught:
+        load_start(scenario, MODEL_SIZE)
+    assert str(caught.value).splitlines()[0].endswith(
+        'start from "pre.h5": the file no longer holds the model after round 2')
