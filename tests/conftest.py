@@ -85,7 +85,7 @@ def tff_context(fedarena_worker):
 # End-to-end tests run scenarios on TFF (in-process or through the command);
 # `pytest -m "not e2e"` is the fast inner loop.  A test is end to end when it
 # uses one of these fixtures or calls one of these functions.
-E2E_FIXTURES = {"fedarena_run", "tff_context", "fedarena_worker", "installed"}
+E2E_FIXTURES = {"fedarena_run", "tff_context", "fedarena_worker", "installed", "uninterrupted_run"}
 E2E_CALLS = ("run_fedarena(", "fedarena_command(", "run_scenario(", "run_sweep(", "run_text(", "serve_points(",
              "subprocess.Popen(", "start_long_run(", "start_worker(", "start_fedarena_worker(", "tff_workers(",
              "LocalWorker(", 'main(["run"', 'cli(["run"', 'cli.main(["run"', "fedarena.run(", ".run(output",
@@ -161,6 +161,35 @@ def read(path):
         data = {}
         f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
         return attrs_, data
+
+
+# Rounds of the interrupted-and-resumed runs: enough that the run is still
+# going when the test interrupts it a few rounds in.
+RESUME_ROUNDS = 60
+RESUME_FIELDS = ("metrics/round", "metrics/test_accuracy", "metrics/test_loss", "clients/id", "clients/update_norm",
+                 "model/weights", "detection/false_negatives")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tmp_path_factory):
+    """``uninterrupted_run(backend)``: (root attributes, datasets) of
+    `tiny_scenario` run whole for `RESUME_ROUNDS` rounds by the command on
+    ``backend``, once per session: the reference every interrupt-and-resume
+    test compares with."""
+    runs = {}
+
+    def get(backend: str):
+        if backend not in runs:
+            directory = tmp_path_factory.mktemp(f"uninterrupted-{backend}")
+            out = directory / "whole.h5"
+            path = directory / "whole.fls"
+            path.write_text(tiny_scenario(out, rounds=RESUME_ROUNDS))
+            result = run_fedarena("run", path, "--backend", backend, "--progress", "none")
+            assert result.returncode == 0, result.stderr
+            runs[backend] = read(out)
+        return runs[backend]
+
+    return get
 
 
 def wait_for_rounds(process, out, rounds=2, timeout=120):

@@ -126,7 +126,7 @@ sys.stdin.read()  # hold the file open until told
 
 def test_a_reader_holding_the_file_open_does_not_stop_the_run(tmp_path, write_scenario):
     out = tmp_path / "out.h5"
-    rounds = 200
+    rounds = 60
     path = write_scenario(tiny_scenario(out, rounds=rounds))
     env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
     run = subprocess.Popen(fedarena_command("run", path, "--progress", "none"), stdout=subprocess.PIPE,

@@ -55,7 +55,7 @@ def test_a_worker_that_dies_fails_the_round_by_name_and_resume_continues(tmp_pat
     port_a, port_b = free_port(), free_port()
     (a, address_a, _), (b, address_b, binary_b) = start_worker(port_a), start_worker(port_b)
     out = tmp_path / "out.h5"
-    path = write_scenario(tiny_scenario(out, rounds=400))
+    path = write_scenario(tiny_scenario(out, rounds=60))  # still running when worker b is killed at round 2
     workers = f"{address_a},{address_b}"
     run = subprocess.Popen(fedarena_command("run", path, "--workers", workers), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
