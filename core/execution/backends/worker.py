@@ -337,14 +337,32 @@ def _read_line(fd: int, timeout: float) -> str:
     return data.decode(errors="replace").strip()
 
 
-def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S):
+class _Connectivity:
+    """Whether a gRPC channel is connected, kept current by gRPC's
+    connectivity callback: what TFF's stub reads as ``is_ready``, without
+    importing TFF (``fedarena worker`` needs no TensorFlow)."""
+
+    def __init__(self, channel):
+        self.is_ready = False
+        self._channel = channel  # kept: a collected channel reports nothing
+        channel.subscribe(self._changed, try_to_connect=True)
+
+    def _changed(self, state) -> None:
+        import grpc
+
+        self.is_ready = state is grpc.ChannelConnectivity.READY
+
+
+def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S, stub=None):
     """A TFF remote-executor stub for the executor service at ``address``,
     once it answers; fails with a clear message if it never does.
     ``process`` (a `LocalWorker` or a `subprocess.Popen`) is the worker's,
-    if it is ours: its end fails at once."""
+    if it is ours: its end fails at once.  ``stub`` (a factory of a channel)
+    replaces TFF's stub, e.g. by `_Connectivity` to only wait for the
+    service."""
     import grpc
 
-    stub = remote_stub(grpc.insecure_channel(address, _GRPC_OPTIONS))
+    stub = (stub or remote_stub)(grpc.insecure_channel(address, _GRPC_OPTIONS))
     deadline = time.monotonic() + timeout
     delay = 0.002
     while not stub.is_ready:
@@ -494,7 +512,7 @@ def serve(host: str, port: int) -> int:
             local = f"127.0.0.1:{worker.port}" if unspecified else worker.address
         else:
             local = f"127.0.0.1:{worker.port}"
-        connect(local, worker)
+        connect(local, worker, stub=_Connectivity)
         for line in serving_notice(worker):
             print(line, file=sys.stderr)
         print(f"fedarena worker serving at {worker.address} (pid {worker.pid}); Ctrl-C to stop", flush=True)

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,16 @@ def test_a_worker_that_dies_fails_the_round_by_name_and_resume_continues(tmp_pat
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
                 process.wait(30)
+
+
+def test_fedarena_worker_on_tffs_binary_serves_without_loading_tensorflow():
+    """It only starts TFF's binary and waits until it answers: no TensorFlow
+    (seconds of start-up) in the process that watches it."""
+    process, address, binary = start_worker(free_port())
+    try:
+        assert alive(binary)
+        loaded = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "_pywrap_tensorflow_internal" not in loaded and "libtensorflow_framework" not in loaded
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
