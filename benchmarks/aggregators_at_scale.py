@@ -22,7 +22,13 @@ min and max of the per-repeat ratios; the note gives our absolute time.
 Bulyan's coordinate step (per coordinate, the mean of the beta values
 nearest the median of the theta selected ones) is also timed alone, the
 sorting network it uses now against the two ``NthElement`` selections it
-used before, and the whole aggregate both ways.
+used before, and the whole aggregate both ways.  Likewise the coordinate-wise
+median and trimmed mean: their sort by the sorting network now (the
+plugin's bound, ``clients_per_round``) against ``tf.sort`` before (no
+bound), with NumPy's version, the first call (tracing included) and
+whether now and before agree bit for bit; ``--coordinate`` runs only these,
+at 80 x 65,536, at ByzPy's 64 x 65,536 (trimming 8 per side) and, with
+``--large``, at 100 x 1e6.
 
 The published figures of ByzPy and ByzFL (PyTorch on CPU, other hardware:
 the ByzPy README does not name it) are printed next to ours at their
@@ -32,6 +38,7 @@ the coordinate-wise trimmed mean at 64 x 65,536 trimming f = 8 per side.
     uv run --locked python benchmarks/aggregators_at_scale.py            # both sizes, full repeats
     uv run --locked python benchmarks/aggregators_at_scale.py --quick    # 80 x 65,536 only, fewer repeats
     uv run --locked python benchmarks/aggregators_at_scale.py --quick --large   # and 100 x 1e6
+    uv run --locked python benchmarks/aggregators_at_scale.py --quick --coordinate [--large]
 
 Absolute milliseconds need a quiet machine; the ratios move less with load.
 """
@@ -45,6 +52,10 @@ import sys
 import common
 
 SIZES = {"80 x 65,536": (80, 65_536), "100 x 1e6": (100, 1_000_000)}
+# The coordinate-wise sorts alone (--coordinate): label -> (n, d, values
+# trimmed per side; None: the trimmed mean's default beta = 0.1).
+COORDINATE_SIZES = {"80 x 65,536": (80, 65_536, None), "64 x 65,536": (64, 65_536, 8),
+                    "100 x 1e6": (100, 1_000_000, None)}
 F = 10  # Byzantine rows assumed by the rules that take f (as in B7)
 
 # Published by ByzPy, benchmarks/README.md of github.com/Byzpy/byzpy (read
@@ -260,6 +271,51 @@ def measure_size(label: str, n: int, d: int, repeats: int, registry, names) -> l
         else:
             out[-1]["details"]["note"] += " (no NumPy version: random draws from TF's RNG)"
     out += bulyan_step(label, n, d, repeats)
+    out += coordinate_sorts(label, n, d, None, repeats)
+    return out
+
+
+def coordinate_sorts(label: str, n: int, d: int, trim: int | None, repeats: int) -> list[dict]:
+    """Coordinate-wise median and trimmed mean (``trim`` per side; None: the
+    default beta = 0.1) through their plugin functions, on rows of a count
+    known only when the graph runs, as the server stage gives them: now,
+    with the plugin's bound (the sorting network), against before (no
+    bound: ``tf.sort``), and NumPy's version in the same process."""
+    import numpy as np
+    import tensorflow as tf
+
+    from fedarena.plugins.aggregators.median import median
+    from fedarena.plugins.aggregators.trimmed_mean import trimmed_mean
+
+    trim = math.ceil(0.1 * n - 1e-9) if trim is None else trim
+    x = np.random.default_rng(3).standard_normal((n, d), dtype=np.float32)
+    rows = tf.constant(x)
+    cases = {
+        "median": (lambda r, bound: median(r, bound)[0], lambda: np.median(x, axis=0)),
+        "trimmed_mean": (lambda r, bound: trimmed_mean(r, k=trim, max_rows=bound)[0],
+                         lambda: np.sort(x, axis=0)[trim : n - trim].mean(axis=0)),
+    }
+    tag = "S" if d < 1_000_000 else "L"
+    out = []
+    for name, (rule, numpy) in cases.items():
+        spec = [tf.TensorSpec([None, d])]
+        now = tf.function(lambda r, rule=rule: rule(r, n), input_signature=spec)
+        before = tf.function(lambda r, rule=rule: rule(r, None), input_signature=spec)
+        first_now, now_value = common.timed(lambda: now(rows).numpy())
+        first_before, before_value = common.timed(lambda: before(rows).numpy())
+        identical = np.array_equal(now_value.view(np.uint32), before_value.view(np.uint32))
+        difference = float(np.abs(now_value - numpy()).max())
+        times = interleaved({"now": lambda: now(rows).numpy(), "before": lambda: before(rows).numpy(),
+                             "numpy": numpy}, repeats)
+        what = name if name == "median" else f"trimmed_mean (trim {trim})"
+        out += [
+            common.result(tag, f"{what}: network/tf.sort", [a / b for a, b in zip(times["now"], times["before"])],
+                          None, note=f"{label}: now {ms(times['now'])}, before {ms(times['before'])}; "
+                                     f"{'bit for bit equal' if identical else 'NOT bit for bit equal'}; first call "
+                                     f"(tracing included) {first_now:.2f} s now, {first_before:.2f} s before"),
+            common.result(tag, f"{what}: network/NumPy", [a / b for a, b in zip(times["now"], times["numpy"])],
+                          None, note=f"{label}: NumPy {ms(times['numpy'])}, max |ours - NumPy| {difference:.1e}"),
+        ]
     return out
 
 
@@ -330,7 +386,7 @@ def byzpy_lines(repeats: int, registry) -> list[dict]:
     return out
 
 
-def main(quick: bool = False, large: bool | None = None) -> list[dict]:
+def main(quick: bool = False, large: bool | None = None, coordinate: bool = False) -> list[dict]:
     import tensorflow as tf
 
     from fedarena.core.plugin.registry import default_registry
@@ -339,8 +395,16 @@ def main(quick: bool = False, large: bool | None = None) -> list[dict]:
     registry = default_registry()
     names = sorted(registry.names("aggregator"))
     large = (not quick) if large is None else large
-    sizes = [label for label in SIZES if large or SIZES[label][1] < 1_000_000]
     out = []
+    if coordinate:
+        for label, (n, d, trim) in COORDINATE_SIZES.items():
+            if large or d < 1_000_000:
+                repeats = (2 if quick else 5) if d < 1_000_000 else (2 if quick else 3)
+                out += coordinate_sorts(label, n, d, trim, repeats)
+        load = os.getloadavg()
+        out[-1]["details"]["note"] += f"\n      load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+        return out
+    sizes = [label for label in SIZES if large or SIZES[label][1] < 1_000_000]
     for label in sizes:
         n, d = SIZES[label]
         repeats = (2 if quick else 5) if d < 1_000_000 else (2 if quick else 3)
@@ -352,4 +416,4 @@ def main(quick: bool = False, large: bool | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    common.emit(main(common.quick_flag(), True if "--large" in sys.argv else None))
+    common.emit(main(common.quick_flag(), True if "--large" in sys.argv else None, "--coordinate" in sys.argv))

@@ -27,13 +27,15 @@ from fedarena.plugins import _tensor
 from fedarena.plugins import _tf as tf
 
 
-def median(rows):
+def median(rows, max_rows=None):
     """Coordinate-wise median of ``rows`` ``[n, d]`` -> (aggregate ``[d]``,
-    share ``[n]``, 1/n each)."""
+    share ``[n]``, 1/n each).  ``max_rows`` (a Python int) bounds ``n``
+    where its static shape does not say: the columns are then sorted by a
+    sorting network of that size (`_tensor.sorted_rows`)."""
     rows = tf.convert_to_tensor(rows)
     n = tf.shape(rows)[0]
     share = tf.fill([n], 1.0 / tf.cast(n, rows.dtype))
-    return _tensor.coordinate_median(rows), share
+    return _tensor.coordinate_median(rows, max_rows), share
 
 
 @attrs.frozen
@@ -45,7 +47,7 @@ class Median(Aggregator):
     paper = "Yin et al. 2018, ICML"
 
     def aggregate(self, rows, weights, ctx):
-        return median(rows)
+        return median(rows, ctx.facts.clients_per_round)
 
 
 @hookimpl

@@ -32,13 +32,17 @@ import attrs
 from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Aggregator
 from fedarena.core.plugin.params import param
+from fedarena.plugins import _tensor
 from fedarena.plugins import _tf as tf
 
 
-def trimmed_mean(rows, beta=0.1, k=None):
+def trimmed_mean(rows, beta=0.1, k=None, max_rows=None):
     """Coordinate-wise trimmed mean of ``rows`` ``[n, d]``, trimming
     ceil(beta * n) values per side, or ``k`` when given (clamped to
-    (n - 1) // 2) -> (aggregate ``[d]``, share ``[n]``, 1/n each)."""
+    (n - 1) // 2) -> (aggregate ``[d]``, share ``[n]``, 1/n each).
+    ``max_rows`` (a Python int) bounds ``n`` where its static shape does not
+    say: the columns are then sorted by a sorting network of that size
+    (`_tensor.sorted_rows`)."""
     rows = tf.convert_to_tensor(rows)
     n = tf.shape(rows)[0]
     if k is not None:
@@ -46,7 +50,7 @@ def trimmed_mean(rows, beta=0.1, k=None):
     else:  # ceil(beta * n) in float64, guarded against 0.1 * 10 = 1.0000001
         trim = tf.cast(tf.math.ceil(beta * tf.cast(n, tf.float64) - 1e-9), tf.int32)
     trim = tf.minimum(trim, (n - 1) // 2)
-    middle = tf.sort(rows, axis=0)[trim : n - trim]
+    middle = _tensor.sorted_rows(rows, max_rows)[trim : n - trim]
     share = tf.fill([n], 1.0 / tf.cast(n, rows.dtype))
     return tf.reduce_mean(middle, axis=0), share
 
@@ -86,7 +90,7 @@ class TrimmedMean(Aggregator):
         return []
 
     def aggregate(self, rows, weights, ctx):
-        return trimmed_mean(rows, self.beta, self.k)
+        return trimmed_mean(rows, self.beta, self.k, ctx.facts.clients_per_round)
 
 
 @hookimpl

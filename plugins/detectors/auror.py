@@ -34,16 +34,20 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import mean_or_zero, minority_of, on_columns, scale_of, to_float32, two_means
+from fedarena.plugins._tensor import (
+    mean_or_zero, minority_of, on_columns, scale_of, sorted_rows, to_float32, two_means,
+)
 from fedarena.plugins.detectors._common import LAYERS_DOC
 
 
-def column_two_means_gap(x):
+def column_two_means_gap(x, max_rows=None):
     """For each column of ``x`` [n, c] (n >= 2), the distance between the two
     centroids of its optimal 1-D 2-means split (exact: the best cut of the
-    sorted values, by prefix sums); 0 for fewer than two rows."""
+    sorted values, by prefix sums); 0 for fewer than two rows.  ``max_rows``
+    (a Python int) bounds ``n`` where its static shape does not say: the
+    columns are then sorted by a sorting network (`sorted_rows`)."""
     n = tf.shape(x)[0]
-    values = tf.sort(x - mean_or_zero(x), axis=0)
+    values = sorted_rows(x - mean_or_zero(x), max_rows)
     prefix = tf.cumsum(values, axis=0)[:-1]  # sum of the first k values, k = 1 .. n-1
     total = tf.reduce_sum(values, axis=0)
     left = tf.cast(tf.range(1, tf.maximum(n, 1)), x.dtype)[:, None]
@@ -60,15 +64,15 @@ def column_two_means_gap(x):
     return tf.where(n >= 2, tf.abs(gap), tf.zeros_like(gap))
 
 
-def auror(x, alpha):
+def auror(x, alpha, max_rows=None):
     """Auror on the kept rows ``x`` [n, c]: -> (distance of each row to the
     larger 2-means cluster's centroid on the indicative features [n], kept
-    [n])."""
+    [n]).  ``max_rows``: see `column_two_means_gap`."""
     # Huge (but finite) values are scaled by an exact power of two, and
     # alpha with them, so that no square overflows; 1.0 at ordinary scales.
     scale = scale_of(x)
     x, alpha = x * scale, alpha * scale
-    indicative = column_two_means_gap(x) > alpha
+    indicative = column_two_means_gap(x, max_rows) > alpha
     features = x * tf.cast(indicative, x.dtype)[None, :]
     assign, centroids = two_means(features)
     larger = tf.where(tf.reduce_sum(assign) * 2 > tf.size(assign), 1, 0)
@@ -103,7 +107,7 @@ class Auror(Detector):
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def detect(self, rows, ctx):
-        return auror(on_columns(rows, ctx.columns(self.layers)), self.alpha)
+        return auror(on_columns(rows, ctx.columns(self.layers)), self.alpha, ctx.facts.clients_per_round)
 
 
 @hookimpl

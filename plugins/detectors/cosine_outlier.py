@@ -27,14 +27,16 @@ from fedarena.core.plugin.hookspecs import hookimpl
 from fedarena.core.plugin.interfaces import Detector
 from fedarena.core.plugin.params import param
 from fedarena.plugins import _tf as tf
-from fedarena.plugins._tensor import median, on_columns, robust_z
+from fedarena.plugins._tensor import coordinate_median, on_columns, robust_z
 from fedarena.plugins.detectors._common import LAYERS_DOC
 
 
-def cosine_outliers(x, threshold):
+def cosine_outliers(x, threshold, max_rows=None):
     """(modified z-score of each row's cosine similarity to the coordinate-wise
-    median of the rows [n], kept: |z| <= threshold [n])."""
-    centre = median(x, axis=0)
+    median of the rows [n], kept: |z| <= threshold [n]); ``n >= 1``.
+    ``max_rows`` (a Python int) bounds ``n`` where its static shape does not
+    say: the median's sort is then a sorting network (`sorted_rows`)."""
+    centre = coordinate_median(x, max_rows)
     unit = tf.math.divide_no_nan(x, tf.norm(x, axis=1, keepdims=True))
     cosine = tf.linalg.matvec(unit, tf.math.divide_no_nan(centre, tf.norm(centre)))
     z = robust_z(cosine)
@@ -54,7 +56,7 @@ class CosineOutlier(Detector):
     layers: tuple[str, ...] = param((), doc=LAYERS_DOC)
 
     def detect(self, rows, ctx):
-        return cosine_outliers(on_columns(rows, ctx.columns(self.layers)), self.threshold)
+        return cosine_outliers(on_columns(rows, ctx.columns(self.layers)), self.threshold, ctx.facts.clients_per_round)
 
 
 @hookimpl

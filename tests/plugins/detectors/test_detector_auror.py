@@ -58,3 +58,17 @@ def test_runs_on_empty_all_dropped_and_single_row_rounds():
 
 def test_registration():
     check_registers(D, "auror", D.Auror)
+
+
+def test_the_split_sorts_by_the_network_under_clients_per_round_bit_for_bit_as_tf_sort():
+    # Rows of a count known only in the graph: bounded by clients_per_round,
+    # the columns are sorted by the sorting network; unbounded, by tf.sort.
+    rows = tf.constant(auror_case()[:11])
+    unknown = [tf.TensorSpec([None, rows.shape[1]])]
+    network = tf.function(lambda r: D.column_two_means_gap(r, FACTS.clients_per_round), input_signature=unknown)
+    by_sort = tf.function(lambda r: D.column_two_means_gap(r), input_signature=unknown)
+    graph = network.get_concrete_function().graph.as_graph_def()
+    assert "Minimum" in {node.op for f in graph.library.function for node in f.node_def}
+    np.testing.assert_array_equal(network(rows).numpy().view(np.uint32), by_sort(rows).numpy().view(np.uint32))
+    _, keep = D.auror(rows, 0.01, FACTS.clients_per_round)
+    assert keep.numpy().tolist() == [True] * 10 + [False]

@@ -32,3 +32,18 @@ def test_runs_on_empty_all_dropped_and_single_row_rounds():
 
 def test_registration():
     check_registers(D, "cosine_outlier", D.CosineOutlier)
+
+
+def test_the_median_sorts_by_the_network_under_clients_per_round_bit_for_bit_as_tf_sort():
+    # Rows of a count known only in the graph: bounded by clients_per_round,
+    # the median's sort is the sorting network; unbounded, tf.sort.
+    benign, long, away = outlier_case(seed=2)
+    rows = tf.constant(np.concatenate([benign[:9], [long], [away]]))
+    unknown = [tf.TensorSpec([None, rows.shape[1]])]
+    network = tf.function(lambda r: D.cosine_outliers(r, 3.5, FACTS.clients_per_round), input_signature=unknown)
+    by_sort = tf.function(lambda r: D.cosine_outliers(r, 3.5), input_signature=unknown)
+    graph = network.get_concrete_function().graph.as_graph_def()
+    assert "Minimum" in {node.op for f in graph.library.function for node in f.node_def}
+    (z, keep), (z_sort, keep_sort) = network(rows), by_sort(rows)
+    np.testing.assert_array_equal(z.numpy().view(np.uint32), z_sort.numpy().view(np.uint32))
+    assert keep.numpy().tolist() == keep_sort.numpy().tolist() == [True] * 10 + [False]
