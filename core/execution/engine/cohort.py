@@ -39,7 +39,9 @@ losses with respect to the stacked weights, whose slice for each client is
 the gradient of that client's own loss.  (Taking each client's gradient
 inside ``tf.vectorized_map`` instead fails for convolutions: TF's
 vectorisation of ``Conv2DBackpropFilter`` falls back to a loop that TF
-itself cannot run.)
+itself cannot run.)  The clients' convolutions, each with its own filters,
+are one grouped convolution (`vectorised_per_client`), for Keras models and
+`Network`s alike; its gradient is TF's own.
 
 Not the same as alone: a model drawing random numbers in its forward pass
 (dropout) draws them differently.  No built-in model does.
@@ -47,6 +49,7 @@ Not the same as alone: a model drawing random numbers in its forward pass
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -114,6 +117,74 @@ def _stacked_optimizer_state(optimizer, shapes, count):
     return state, per_weight
 
 
+@contextlib.contextmanager
+def vectorised_per_client():
+    """Within: ``tf.vectorized_map`` vectorises two more ops, which it would
+    otherwise run as a loop over the clients (correct, but not batched, and
+    a loop the in-process executor cannot compile):
+
+    - a convolution whose filters differ from one client to the next
+      (pfor's ``Conv2D`` converter vectorises only over the input) becomes
+      one grouped convolution: the G clients' inputs ``[G, n, h, w, c]``
+      side by side along channels (``[n, h, w, G c]``), their filters along
+      output channels (``[k, k, c, G f]``), which TF's ``Conv2D`` reads as
+      G groups (``feature_group_count`` G, inferred from the shapes: client
+      g's filters see client g's channels only); the output is split back
+      per client.  Its gradients are TF's own for grouped convolutions (CPU
+      and GPU kernels); explicit padding (the model kit's) is applied first,
+      as TF's CPU kernels have no gradient for a grouped convolution padded
+      so.  Filters shared by the group, or the NCHW layout, keep TF's
+      converter.
+    - ``OnesLike`` (Keras' GroupNormalization builds its mask with it), which
+      pfor has no converter for.
+
+    TF has no public hook for this: the converters are put in pfor's
+    registry (TF 2.14's private module) for the duration only."""
+    import importlib
+
+    import tensorflow as tf
+
+    pfor = importlib.import_module("tensorflow.python.ops.parallel_for.pfor")  # the module, not its `pfor` function
+    registry = pfor._pfor_converter_registry
+    plain_conv = registry["Conv2D"]
+
+    def conv(pfor_input):
+        if not pfor_input.input(1)[1] or pfor_input.get_attr("data_format") != b"NHWC":
+            return plain_conv(pfor_input)
+        pfor_input.stack_inputs(stack_indices=[0])
+        x, w = pfor_input.stacked_input(0), pfor_input.stacked_input(1)  # [G, n, h, w, c], [G, k, k, c, f]
+        x_shape, w_shape = tf.shape(x), tf.shape(w)
+        side_by_side = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [x_shape[1], x_shape[2], x_shape[3], -1])
+        filters = tf.reshape(tf.transpose(w, [1, 2, 3, 0, 4]), [w_shape[1], w_shape[2], w_shape[3], -1])
+        padding = pfor_input.get_attr("padding")
+        if padding == b"EXPLICIT":
+            side_by_side = tf.pad(side_by_side, np.reshape(pfor_input.get_attr("explicit_paddings"), [4, 2]))
+            padding = b"VALID"
+        y = tf.raw_ops.Conv2D(
+            input=side_by_side, filter=filters, strides=pfor_input.get_attr("strides"), padding=padding,
+            data_format="NHWC", dilations=pfor_input.get_attr("dilations"),
+            use_cudnn_on_gpu=pfor_input.get_attr("use_cudnn_on_gpu"))
+        y_shape = tf.shape(y)
+        y = tf.transpose(tf.reshape(y, [y_shape[0], y_shape[1], y_shape[2], w_shape[0], w_shape[4]]), [3, 0, 1, 2, 4])
+        y.set_shape([None, *pfor_input.op.outputs[0].shape])  # one client's output shape, per client
+        return pfor.wrap(y, True)
+
+    def ones_like(pfor_input):
+        return pfor.wrap(tf.ones_like(pfor_input.stacked_input(0)), True)
+
+    added = {"Conv2D": conv, "OnesLike": ones_like}
+    before = {name: registry.get(name) for name in added}
+    registry.update(added)
+    try:
+        yield
+    finally:
+        for name, converter in before.items():
+            if converter is None:
+                del registry[name]
+            else:
+                registry[name] = converter
+
+
 def cohort_training(model: FlatModel, training) -> Callable:
     """In TF: ``group_update(start, x, y, sizes, orders) -> (deltas, losses,
     ends)``: every client of a group trained from its row of ``start``
@@ -169,8 +240,9 @@ def cohort_training(model: FlatModel, training) -> Callable:
         """Every stepping client's loss, gradient and statistics on its batch, vectorised over the group."""
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            loss, new_statistics = tf.vectorized_map(
-                lambda args: masked_loss(*args), (weights, statistics, bx, by, real & stepping[:, None]))
+            with vectorised_per_client():
+                loss, new_statistics = tf.vectorized_map(
+                    lambda args: masked_loss(*args), (weights, statistics, bx, by, real & stepping[:, None]))
             total = tf.reduce_sum(loss)  # each client's gradient is that of its own loss
         # (Dense: pfor's slicing of the stacked weights gives IndexedSlices gradients.)
         grads = tuple(tf.convert_to_tensor(g) for g in tape.gradient(total, weights))

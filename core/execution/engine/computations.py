@@ -495,14 +495,6 @@ class RoundComputations:
         # setting client_group > 1) a group of clients trained together (`cohort`).
         self.group_size = training.client_group
         if self.group_size > 1:
-            # TF vectorises a convolution over its inputs but not over
-            # per-client filters: the group would fall back to a loop, which
-            # the in-process executor cannot compile (docs/architecture.md).
-            convolutions = [layer.name for layer in model.layers if len(layer.shape) == 4]
-            if convolutions:
-                raise RunError(f"training setting client_group {self.group_size} batches models without "
-                               f"convolutions only; this model has {len(convolutions)} convolution kernels "
-                               f"({convolutions[0]}, ...): leave client_group at 1")
             from fedarena.core.execution.engine.cohort import build_cohort_work  # cohort builds on this module
 
             self.client_train = build_cohort_work(model, store, training, attacks, facts)
