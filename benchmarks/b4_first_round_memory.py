@@ -7,11 +7,15 @@ and peak RSS are its own.  Workload: MLP 784-1250-10 (993,760 parameters),
 client data stays small so that memory is about the update matrix), one
 epoch, FedAvg, evaluation after the round (as a 1-round run does).
 
+Backends: ``--backend local`` (the default, as a run's: the in-process
+executor, one process) or ``--backend worker`` (TFF's C++ worker, a second
+process where client updates are gathered and the server stage runs).
+
 First-round latency: from the parent's spawn of the child to the first
-`RoundResult` (what a user waits for).  Peak RSS: VmHWM of the child (the
-Python process) plus VmHWM of its TFF worker process (where client updates
-are gathered and the server stage runs), read after the round; the sum is an
-upper bound on what both held at once.
+`RoundResult` (what a user waits for).  Peak RSS of the process tree: VmHWM
+of the child (the Python process) plus, under the worker backend, VmHWM of
+its TFF worker, read after the round; the sum is an upper bound on what
+both held at once.
 Target: peak RSS <= 3 x (100 x d float32 update matrix + the d-float32 model).
 
 Safety: the parent watches the child's and its worker's RSS and ends both
@@ -34,7 +38,7 @@ FEATURES, CLASSES = 784, 10
 TARGET = 3.0
 
 
-def child() -> None:
+def child(backend: str) -> None:
     spawned = float(os.environ["FEDARENA_BENCH_SPAWNED"])
     started = time.time()
     import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL first)
@@ -43,14 +47,18 @@ def child() -> None:
     import tensorflow_federated  # noqa: F401
 
     from fedarena.core.execution.engine.run import Run
-    from fedarena.core.execution.backends.worker import tff_workers
+
+    if backend == "worker":
+        from fedarena.core.execution.backends.worker import tff_workers as computing
+    else:
+        from fedarena.core.execution.backends.local import local_backend as computing
 
     imported = time.time()
     idle_rss = common.peak_rss_mib()
     text = common.scenario_text(clients=CLIENTS, hidden=HIDDEN, samples_per_client=SAMPLES, rounds=1)
-    with tff_workers() as pool:
+    with computing() as pool:
         worker_up = time.time()
-        workers = [p.pid for p in pool.processes.values()]
+        workers = [p.pid for p in pool.processes.values()] if backend == "worker" else []
         print("B4-WORKERS " + json.dumps(workers), flush=True)
         idle_worker_rss = sum(_vm_hwm_mib(pid) for pid in workers)
         run = Run(common.make_scenario(text))
@@ -90,13 +98,13 @@ def memory_cap_mib() -> float:
     return min(8 * 1024, available / 2)
 
 
-def measure_once(cap_mib: float) -> dict:
+def measure_once(cap_mib: float, backend: str = "local") -> dict:
     """One child run, watched: its RSS plus its worker's, sampled every 0.1 s."""
     import threading
 
     env = dict(os.environ, FEDARENA_BENCH_SPAWNED=repr(time.time()), TF_CPP_MIN_LOG_LEVEL="3")
     spawned = time.time()
-    child_process = subprocess.Popen([sys.executable, __file__, "--child"], env=env, stdout=subprocess.PIPE,
+    child_process = subprocess.Popen([sys.executable, __file__, "--child", backend], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     workers: list[int] = []
@@ -138,11 +146,11 @@ def measure_once(cap_mib: float) -> dict:
     raise RuntimeError(f"B4 child failed (exit {child_process.returncode}):\n{''.join(stderr)[-3000:]}")
 
 
-def main(quick: bool = False) -> list[dict]:
+def main(quick: bool = False, backend: str = "local") -> list[dict]:
     import common
 
     cap = memory_cap_mib()
-    runs = [measure_once(cap) for _ in range(1 if quick else 3)]
+    runs = [measure_once(cap, backend) for _ in range(1 if quick else 3)]
     dim = HIDDEN * (FEATURES + 1) + CLASSES * (HIDDEN + 1)
     budget_mib = (CLIENTS * dim + dim) * 4 / 2**20
     peaks = [r["peak_mib"] for r in runs]
@@ -150,18 +158,21 @@ def main(quick: bool = False) -> list[dict]:
     complete = [r for r in runs if not r["capped"]]
     med = lambda key: common.summary([r[key] for r in complete])["median"]  # noqa: E731
     if complete:
-        note = (f"d = {dim:,}; update matrix + model = {budget_mib:.0f} MiB; peak RSS python {med('python_rss_mib'):.0f} MiB "
-                f"(after imports alone {med('idle_rss_mib'):.0f}) + TFF worker {med('worker_rss_mib'):.0f} MiB "
-                f"(idle {med('idle_worker_rss_mib'):.0f})")
+        note = (f"{backend} backend; d = {dim:,}; update matrix + model = {budget_mib:.0f} MiB; "
+                f"peak RSS python {med('python_rss_mib'):.0f} MiB (after imports alone {med('idle_rss_mib'):.0f})")
+        if backend == "worker":
+            note += f" + TFF worker {med('worker_rss_mib'):.0f} MiB (idle {med('idle_worker_rss_mib'):.0f})"
         latency_note = (f"python start {med('python_start_s'):.1f} s, TF/TFF/fedarena import {med('import_s'):.1f} s, "
-                        f"worker start {med('worker_start_s'):.1f} s, data+store+tracing {med('run_setup_s'):.1f} s, "
+                        + (f"worker start {med('worker_start_s'):.1f} s, " if backend == "worker" else "")
+                        + f"data+store+tracing {med('run_setup_s'):.1f} s, "
                         f"first round (with evaluation) {med('first_round_s'):.1f} s")
     else:
         note = latency_note = ""
     if len(complete) < len(runs):
         capped = (f"{len(runs) - len(complete)} of {len(runs)} runs passed the {cap / 1024:.1f} GiB memory cap and were "
                   f"stopped (peak and latency below are then lower bounds)")
-        note = f"{capped}; {note}" if note else f"d = {dim:,}; update matrix + model = {budget_mib:.0f} MiB; {capped}"
+        note = (f"{capped}; {note}" if note
+                else f"{backend} backend; d = {dim:,}; update matrix + model = {budget_mib:.0f} MiB; {capped}")
         latency_note = latency_note or capped
     return [
         common.result("B4", "peak RSS/(update matrix+model)", [p / budget_mib for p in peaks], TARGET,
@@ -172,10 +183,20 @@ def main(quick: bool = False) -> list[dict]:
     ]
 
 
+def backend_flag() -> str:
+    """``--backend local|worker`` (default local, as a run's)."""
+    if "--backend" not in sys.argv:
+        return "local"
+    at = sys.argv.index("--backend") + 1
+    if at >= len(sys.argv) or sys.argv[at] not in ("local", "worker"):
+        sys.exit("b4_first_round_memory.py: --backend takes local or worker")
+    return sys.argv[at]
+
+
 if __name__ == "__main__":
     if "--child" in sys.argv:
-        child()
+        child(sys.argv[sys.argv.index("--child") + 1])
     else:
         import common
 
-        common.emit(main(common.quick_flag()))
+        common.emit(main(common.quick_flag(), backend_flag()))

@@ -12,6 +12,12 @@ values (or one value when all members are equal), SERVER as one value.
 Tensors are NumPy values or ``tf.Tensor``s while a computation runs, and
 NumPy values, as the C++ worker returns them, once computed.
 
+Memory: a block drops a local once no later local reads it (`_dead_after`),
+and a CLIENTS ``federated_map`` read only by a `STACKED_ROWS` aggregate
+(fedarena's gather) is computed client by client straight into the stacked
+rows (`_streamed_maps`), so that a round holds one client's row at a time
+besides the update matrix.
+
 What is supported, and what fails at once (naming the intrinsic or building
 block), is listed in `SUPPORTED_INTRINSICS` and `UNSUPPORTED_INTRINSICS`.
 """
@@ -710,9 +716,178 @@ def _federated_zip(placement):
     return make
 
 
+# A contract with whoever builds a ``federated_aggregate`` (fedarena's
+# gather, `build_gather`): an accumulator that is a struct whose one field
+# is named STACKED_ROWS promises that ``accumulate`` appends the member to
+# that field along axis 0 (a member of one rank less as a new row, one of
+# the same rank as a block of rows) and that ``merge`` concatenates.  Such
+# an aggregate is evaluated by one concatenation of the zero and all members
+# instead of K calls of ``accumulate``, which copy K^2/2 rows in all and, on
+# TF's pooling allocator, leave the pool at several times the result's size.
+STACKED_ROWS = "fedarena_stacked_rows"
+
+
+def _stacked_rows_type(zero_type):
+    """The rows' type inside an accumulator of ``zero_type`` marked with
+    `STACKED_ROWS`, or None for any other accumulator."""
+    if (isinstance(zero_type, computation_types.StructType) and len(zero_type) == 1
+            and structure.name_list(zero_type) == [STACKED_ROWS]):
+        return zero_type[0]
+    return None
+
+
+def _row_axes(rows_type, member_type, uri) -> list:
+    """For each tensor of the rows (in `_concat_rows`' order), whether a
+    member's tensor is one row (True) or a block of rows (False)."""
+    if isinstance(rows_type, computation_types.StructType) and isinstance(member_type, computation_types.StructType) \
+            and len(rows_type) == len(member_type):
+        return [axis for i in range(len(rows_type)) for axis in _row_axes(rows_type[i], member_type[i], uri)]
+    if isinstance(rows_type, computation_types.TensorType) and isinstance(member_type, computation_types.TensorType) \
+            and rows_type.shape is not None and member_type.shape is not None \
+            and len(rows_type.shape) - len(member_type.shape) in (0, 1):
+        return [len(rows_type.shape) == len(member_type.shape) + 1]
+    raise UnsupportedComputationError(
+        f"{uri} marked {STACKED_ROWS!r} with members of type {member_type} that are not rows of {rows_type}")
+
+
+def _concat_rows(rows_type, zero, members: list, as_row):
+    """``zero`` with every member appended along axis 0, one concatenation
+    per tensor; ``as_row`` yields `_row_axes`' flags in order."""
+    if isinstance(rows_type, computation_types.StructType):
+        return structure.Struct([
+            (name, _concat_rows(t, zero[i], [m[i] for m in members], as_row))
+            for i, (name, t) in enumerate(structure.iter_elements(rows_type))
+        ])
+    one_row = next(as_row)
+    if not members:
+        return _tensor_in(zero, rows_type)
+    return tf.concat([zero, *[tf.expand_dims(m, 0) if one_row else m for m in members]], axis=0)
+
+
+def _streamable(rows_type, row_axes) -> bool:
+    """Whether a marked aggregate can take its members one at a time
+    (`_MappedLater`): every member is one row (a block's size is known only
+    once it is computed) of tensors that are not strings."""
+    leaf_types = _leaf_types(rows_type, [])
+    return bool(leaf_types) and all(row_axes) and not any(_is_string(t.dtype.type) for t in leaf_types)
+
+
+def _leaf_types(type_spec, out: list) -> list:
+    """The tensor types of ``type_spec``, depth first."""
+    if isinstance(type_spec, computation_types.StructType):
+        for _, t in structure.iter_elements(type_spec):
+            _leaf_types(t, out)
+    else:
+        out.append(type_spec)
+    return out
+
+
+def _leaves(value, type_spec, out: list) -> list:
+    """The tensors of a value of ``type_spec`` (or of one of its rows), in
+    `_leaf_types`' order."""
+    if isinstance(type_spec, computation_types.StructType):
+        for i in range(len(type_spec)):
+            _leaves(value[i], type_spec[i], out)
+    else:
+        out.append(value)
+    return out
+
+
+def _rebuilt(type_spec, leaves):
+    """`_leaves` undone: the tensors ``leaves`` (an iterator) as a value of ``type_spec``."""
+    if isinstance(type_spec, computation_types.StructType):
+        return structure.Struct([(name, _rebuilt(t, leaves)) for name, t in structure.iter_elements(type_spec)])
+    return next(leaves)
+
+
+def _on_cpu(tensor) -> bool:
+    return isinstance(tensor, tf.Tensor) and tf.DeviceSpec.from_string(tensor.device).device_type == "CPU"
+
+
+def _stream_rows(uri, rows_type, zero, mapped: "_MappedLater", rt):
+    """`_concat_rows` of the members of ``mapped``, computed one at a time:
+    each is written into matrices allocated once (uninitialised, written in
+    place) and dropped before the next is computed, so that the clients'
+    rows and the stacked matrix never exist at once.  Off the CPU (where
+    this was not measured) the members are collected and concatenated."""
+    leaf_types = _leaf_types(rows_type, [])
+    one_row_each = [True] * len(leaf_types)
+    count, results = mapped.count(rt), mapped.results(rt)
+    member = next(results, _END)
+    if member is _END or not all(_on_cpu(leaf) for leaf in _leaves(member, rows_type, [])):
+        members = [] if member is _END else [member, *results]
+        return _concat_rows(rows_type, zero, members, iter(one_row_each))
+    matrices, offsets = [], []
+    for z, t, leaf in zip(_leaves(zero, rows_type, []), leaf_types, _leaves(member, rows_type, [])):
+        z = _tensor_in(z, t)
+        _check_row(uri, z.shape[1:], z.dtype, leaf)
+        matrix = tf.raw_ops.Empty(shape=[z.shape[0] + count, *leaf.shape], dtype=leaf.dtype, init=False)
+        if z.shape[0]:
+            tf.raw_ops.InplaceUpdate(x=matrix, i=tf.range(z.shape[0]), v=z)
+        matrices.append(matrix)
+        offsets.append(z.shape[0])
+    del z, leaf
+    stacked = 0
+    while member is not _END:
+        for matrix, offset, leaf in zip(matrices, offsets, _leaves(member, rows_type, [])):
+            _check_row(uri, matrix.shape[1:], matrix.dtype, leaf)
+            # InplaceUpdate writes into ``matrix`` itself (its output is the same buffer).
+            tf.raw_ops.InplaceUpdate(x=matrix, i=[offset + stacked], v=tf.expand_dims(leaf, 0))
+        stacked += 1
+        del leaf
+        member = _END  # drop this member before the next one is computed
+        member = next(results, _END)
+    if stacked != count:
+        raise LocalExecutionError(f"{uri} stacked {stacked} rows of {count} clients")
+    return _rebuilt(rows_type, iter(matrices))
+
+
+def _check_row(uri, shape, dtype, row) -> None:
+    """What ``tf.concat`` would refuse: a row of another shape or type."""
+    if not isinstance(row, tf.Tensor) or row.shape != shape or row.dtype != dtype:
+        found = f"of shape {row.shape} and type {row.dtype.name}" if isinstance(row, tf.Tensor) else repr(row)
+        raise LocalExecutionError(f"{uri} cannot stack a row {found} onto rows of shape {shape} and type {dtype.name}")
+
+
+_END = object()
+
+
+class _MappedLater:
+    """A CLIENTS ``federated_map`` whose only reader is a streamable
+    `STACKED_ROWS` aggregate (`_streamed_maps`): its members are computed
+    when the aggregate stacks them, one at a time, once."""
+
+    __slots__ = ("fn", "value")
+
+    def __init__(self, fn, value: _Fed):
+        self.fn, self.value = fn, value
+
+    def count(self, rt) -> int:
+        return rt.clients if self.value.all_equal else len(self.value.items)
+
+    def results(self, rt):
+        """The members, each computed when asked for."""
+        if self.fn is None:
+            raise LocalExecutionError("a federated_map streamed into an aggregate was read twice")
+        fn, value, count = self.fn, self.value, self.count(rt)
+        self.fn = self.value = None
+        for index in range(count):
+            yield fn.call(value.items[0] if value.all_equal else value.items[index], rt)
+
+
 def _federated_aggregate(uri, type_spec):
+    value_type, zero_type = type_spec.parameter[0], type_spec.parameter[1]
+    rows_type = _stacked_rows_type(zero_type)
+    row_axes = _row_axes(rows_type, value_type.member, uri) if rows_type is not None else None
+
     def body(arg, rt):
         value, zero, accumulate, _merge, report = (arg[i] for i in range(5))
+        if row_axes is not None:
+            if isinstance(value, _MappedLater):
+                rows = _stream_rows(uri, rows_type, zero[0], value, rt)
+            else:
+                rows = _concat_rows(rows_type, zero[0], value.members(rt.clients), iter(row_axes))
+            return _server(report.call(structure.Struct([(STACKED_ROWS, rows)]), rt))
         accumulated = zero
         call = accumulate.call
         for member in value.members(rt.clients):
@@ -903,14 +1078,20 @@ def _compile(proto: computation_pb2.Computation):
         body = _compile(getattr(proto, "lambda").result)
         return lambda env, rt: _Lambda(name, body, env)
     if which == "block":
-        locals_ = [(local.name, _compile(local.value)) for local in proto.block.local]
+        streamed = _streamed_maps(proto.block)
+        locals_ = [
+            (local.name, (_compile_mapped_later if index in streamed else _compile)(local.value), dead)
+            for index, (local, dead) in enumerate(zip(proto.block.local, _dead_after(proto.block)))
+        ]
         result = _compile(proto.block.result)
 
         def block(env, rt):
-            for name, value in locals_:
+            for name, value, dead in locals_:
                 value = value(env, rt)
                 env = dict(env)
                 env[name] = value
+                for gone in dead:  # no later local nor the result reads them: let them be freed
+                    del env[gone]
             return result(env, rt)
 
         return block
@@ -967,6 +1148,114 @@ def _compile(proto: computation_pb2.Computation):
         value = _data_value(proto)
         return lambda env, rt: value
     raise UnsupportedComputationError(f"LocalExecutor does not support the building block {which!r}")
+
+
+def _references(proto):
+    """Every name that a reference in ``proto`` reads, once per reference.
+    Inner bindings that shadow a name are not told apart, so a value is at
+    worst kept alive longer than needed (or not streamed), never dropped or
+    consumed while still read."""
+    which = proto.WhichOneof("computation")
+    if which == "reference":
+        yield proto.reference.name
+    elif which == "lambda":
+        yield from _references(getattr(proto, "lambda").result)
+    elif which == "block":
+        for local in proto.block.local:
+            yield from _references(local.value)
+        yield from _references(proto.block.result)
+    elif which == "call":
+        yield from _references(proto.call.function)
+        if proto.call.HasField("argument"):
+            yield from _references(proto.call.argument)
+    elif which == "struct":
+        for element in proto.struct.element:
+            yield from _references(element.value)
+    elif which == "selection":
+        yield from _references(proto.selection.source)
+    # the other building blocks read no name
+
+
+def _referenced_names(proto, names: set) -> set:
+    """``names`` with every name that a reference in ``proto`` reads."""
+    names.update(_references(proto))
+    return names
+
+
+def _intrinsic_call(proto, uri: str):
+    """The intrinsic's type if ``proto`` calls the intrinsic ``uri`` itself, else None."""
+    if proto.WhichOneof("computation") != "call":
+        return None
+    function = proto.call.function
+    if function.WhichOneof("computation") != "intrinsic" or function.intrinsic.uri != uri:
+        return None
+    return type_serialization.deserialize_type(function.type)
+
+
+def _streamed_maps(block) -> set:
+    """Indices of the locals of ``block`` that the block evaluates as a
+    `_MappedLater`: a CLIENTS ``federated_map`` whose one reader (in the
+    rest of the block) is a later local's streamable `STACKED_ROWS`
+    ``federated_aggregate``, of which it is the value argument itself.  The
+    map's members are then computed as the aggregate stacks them (its
+    function runs later than the block order says: a TensorFlow
+    computation has no effect besides its result)."""
+    streamed = set()
+    for index, local in enumerate(block.local):
+        aggregate = _intrinsic_call(local.value, "federated_aggregate")
+        argument = local.value.call.argument if aggregate is not None else None
+        if argument is None or argument.WhichOneof("computation") != "struct" or not argument.struct.element \
+                or argument.struct.element[0].value.WhichOneof("computation") != "reference":
+            continue
+        rows_type = _stacked_rows_type(aggregate.parameter[1])
+        if rows_type is None or not _streamable(rows_type, _row_axes(rows_type, aggregate.parameter[0].member,
+                                                                     "federated_aggregate")):
+            continue
+        name = argument.struct.element[0].value.reference.name
+        bound = [i for i in range(index) if block.local[i].name == name]
+        if not bound:
+            continue  # not bound by this block
+        mapped = _intrinsic_call(block.local[bound[-1]].value, "federated_map")
+        if mapped is None or mapped.result.placement is not placements.CLIENTS or mapped.result.all_equal:
+            continue
+        readers = [*(local.value for local in block.local[bound[-1] + 1:]), block.result]
+        if sum(reference == name for reader in readers for reference in _references(reader)) == 1:
+            streamed.add(bound[-1])
+    return streamed
+
+
+def _compile_mapped_later(proto):
+    """A local of `_streamed_maps`: its ``federated_map``'s function and
+    value, the calls left to the aggregate."""
+    argument = _compile(proto.call.argument)
+
+    def mapped_later(env, rt):
+        arg = argument(env, rt)
+        return _MappedLater(arg[0], arg[1])
+
+    return mapped_later
+
+
+def _dead_after(block) -> list:
+    """For each local of ``block``, the block's names that no later local
+    and not the result reads: the block drops them from its environment
+    once that local is computed, so that a large value (the clients' update
+    rows) is freed once consumed, not when the whole block ends.  Only a
+    name's last binding is dropped; an earlier one is freed by the next."""
+    count = len(block.local)
+    last_reader = dict.fromkeys(_referenced_names(block.result, set()), count)
+    dead: list = [[] for _ in range(count)]
+    bound: set = set()
+    for index in reversed(range(count)):
+        local = block.local[index]
+        if local.name not in bound:
+            bound.add(local.name)
+            reader = last_reader.get(local.name, index)
+            if reader < count:
+                dead[reader].append(local.name)
+        for name in _referenced_names(local.value, set()):
+            last_reader.setdefault(name, index)
+    return [sorted(names) for names in dead]
 
 
 def _data_value(proto):

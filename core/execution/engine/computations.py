@@ -206,7 +206,10 @@ class Gather:
     """The four parts of a concatenating ``tff.federated_aggregate``: rows
     of ``row_type`` (a tensor, or a structure of tensors) are stacked along
     a new first axis of unknown size (the pattern of TFF's own
-    ``UnweightedReservoirSamplingFactory``)."""
+    ``UnweightedReservoirSamplingFactory``).  The accumulator is the rows
+    in a struct whose one field is named
+    `fedarena.core.execution.backends.local.STACKED_ROWS`: the in-process
+    executor then stacks all rows in one concatenation (the same values)."""
 
     zero: object  # () -> no rows
     accumulate: object  # (rows, row) -> rows
@@ -228,12 +231,15 @@ class Gather:
 def build_gather(row_type, blocks: bool = False) -> Gather:
     """The parts of a ``federated_aggregate`` that concatenates rows of
     ``row_type``.  TFF merges partial results in any order; when the row is
-    a structure with a ``slot`` field, the report restores slot order.
+    a structure with a ``slot`` field, the report restores slot order (and
+    hands the rows on uncopied when they already are in it).
     With ``blocks``, each client value is already a block of rows (a
     group of clients trained together, `cohort`): ``row_type``'s fields
     have a first axis of unknown size, and blocks are concatenated."""
     import tensorflow as tf
     import tensorflow_federated as tff
+
+    from fedarena.core.execution.backends.local import STACKED_ROWS
 
     new_axis = [] if blocks else [None]
     if isinstance(row_type, tff.TensorType):
@@ -251,28 +257,34 @@ def build_gather(row_type, blocks: bool = False) -> Gather:
             return {name: fn(t, *(value[name] for value in values)) for name, t in row_fields}
 
         ordered = "slot" in dict(row_fields)
+    stacked_type = tff.StructType([(STACKED_ROWS, rows_type)])
 
     @tff.tensorflow.computation
     def no_rows():
-        return each(lambda t: tf.zeros([0, *(t.shape[1:] if blocks else t.shape)], t.dtype))
+        return {STACKED_ROWS: each(lambda t: tf.zeros([0, *(t.shape[1:] if blocks else t.shape)], t.dtype))}
 
-    @tff.tensorflow.computation(rows_type, row_type)
-    def append_row(rows, row):
-        return each(lambda _, a, r: tf.concat([a, r if blocks else r[None]], axis=0), rows, row)
+    @tff.tensorflow.computation(stacked_type, row_type)
+    def append_row(stacked, row):
+        return {STACKED_ROWS: each(lambda _, a, r: tf.concat([a, r if blocks else r[None]], axis=0),
+                                   stacked[STACKED_ROWS], row)}
 
-    @tff.tensorflow.computation(rows_type, rows_type)
+    @tff.tensorflow.computation(stacked_type, stacked_type)
     def merge_rows(a, b):
-        return each(lambda _, x, y: tf.concat([x, y], axis=0), a, b)
+        return {STACKED_ROWS: each(lambda _, x, y: tf.concat([x, y], axis=0), a[STACKED_ROWS], b[STACKED_ROWS])}
 
     if ordered:
-        @tff.tensorflow.computation(rows_type)
-        def report(rows):
+        @tff.tensorflow.computation(stacked_type)
+        def report(stacked):
+            rows = stacked[STACKED_ROWS]
             order = tf.argsort(rows["slot"])
-            return each(lambda _, r: tf.gather(r, order), rows)
+            in_order = tf.reduce_all(tf.equal(order, tf.range(tf.size(order))))
+            # Rows already in slot order pass through without a copy of the matrix.
+            return tf.cond(in_order, lambda: each(lambda _, r: tf.identity(r), rows),
+                           lambda: each(lambda _, r: tf.gather(r, order), rows))
     else:
-        @tff.tensorflow.computation(rows_type)
-        def report(rows):
-            return rows
+        @tff.tensorflow.computation(stacked_type)
+        def report(stacked):
+            return stacked[STACKED_ROWS]
 
     return Gather(no_rows, append_row, merge_rows, report)
 
@@ -285,12 +297,17 @@ def detect_on_kept(detector, updates, keep, ctx: ServerContext, state: dict):
     import tensorflow as tf
 
     index = tf.where(keep)[:, 0]
+    every_row = tf.equal(tf.size(index), tf.size(keep))
 
     def run():
-        rows, score, kept, new = detector.apply(tf.gather(updates, index), ctx.take(index), state)
+        # With every row kept, the rows go in and come back as they are: no
+        # gather nor scatter copies the [K, d] matrix (the same values).
+        rows_in = tf.cond(every_row, lambda: updates, lambda: tf.gather(updates, index))
+        rows, score, kept, new = detector.apply(rows_in, ctx.take(index), state)
         size = tf.shape(keep, out_type=tf.int64)
         return (
-            tf.tensor_scatter_nd_update(updates, index[:, None], rows),
+            tf.cond(every_row, lambda: tf.convert_to_tensor(rows, updates.dtype),
+                    lambda: tf.tensor_scatter_nd_update(updates, index[:, None], rows)),
             tf.tensor_scatter_nd_update(tf.fill(tf.cast(size, tf.int32), math.nan), index[:, None],
                                         tf.cast(score, tf.float32)),
             tf.scatter_nd(index[:, None], tf.cast(kept, tf.bool), size),
@@ -313,10 +330,12 @@ def aggregate_kept(aggregator, updates, weights, ctx: ServerContext, state: dict
     import tensorflow as tf
 
     index = tf.where(weights > 0)[:, 0]
+    every_row = tf.equal(tf.size(index), tf.size(weights))
 
     def run():
-        aggregate, share, new = aggregator.apply(tf.gather(updates, index), tf.gather(weights, index),
-                                                 ctx.take(index), state)
+        # With every row weighted, no gather copies the [K, d] matrix (the same values).
+        rows = tf.cond(every_row, lambda: updates, lambda: tf.gather(updates, index))
+        aggregate, share, new = aggregator.apply(rows, tf.gather(weights, index), ctx.take(index), state)
         share = tf.scatter_nd(index[:, None], tf.cast(share, tf.float32), tf.shape(weights, out_type=tf.int64))
         return tf.cast(aggregate, tf.float32), share, new
 
@@ -404,11 +423,19 @@ def build_server_stage(rows_type, *, dim: int, layers, facts, aggregator: tuple[
         for role, attack in attacks:
             (updates,) = apply_role(role, attack, state, attack.apply,
                                     updates, tf.equal(groups, role.group), benign, ctx)
-        sent_norm = tf.norm(updates, axis=1)  # what each client's update looked like on arrival
+        # What each client's update looked like on arrival.  The same bits as
+        # tf.norm's sqrt(reduce_sum(x * x)) on the CPU, without its [K, d] squares.
+        sent_norm = tf.math.reduce_euclidean_norm(updates, axis=1)
         attacked = stamp(started, updates)
-        # Non-finite rows never reach a detector or the aggregator.
-        finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
-        updates = tf.where(finite[:, None], updates, 0.0)
+        # Non-finite rows never reach a detector or the aggregator.  A finite
+        # norm means a finite row (an inf or NaN would make the sum of squares
+        # one); only when some norm is not (or overflowed) are the rows
+        # checked entry by entry and zeroed, each a copy of the [K, d] matrix.
+        norm_finite = tf.math.is_finite(sent_norm)
+        finite = tf.cond(tf.reduce_all(norm_finite), lambda: norm_finite,
+                         lambda: tf.reduce_all(tf.math.is_finite(updates), axis=1))
+        updates = tf.cond(tf.reduce_all(finite), lambda: tf.identity(updates),
+                          lambda: tf.where(finite[:, None], updates, 0.0))
         keep, scores = finite, []
         for role, detector in detectors:
             updates, score, keep = apply_role(role, detector, state, detect_on_kept, detector, updates, keep, ctx)
