@@ -140,11 +140,13 @@ def vectorised_per_client():
 
     TF has no public hook for this: the converters are put in pfor's
     registry (TF 2.14's private module) for the duration only."""
-    import importlib
+    import sys
 
     import tensorflow as tf
 
-    pfor = importlib.import_module("tensorflow.python.ops.parallel_for.pfor")  # the module, not its `pfor` function
+    import tensorflow.python.ops.parallel_for.pfor  # noqa: F401
+
+    pfor = sys.modules["tensorflow.python.ops.parallel_for.pfor"]  # the module (the package's `pfor` is a function)
     registry = pfor._pfor_converter_registry
     plain_conv = registry["Conv2D"]
 
