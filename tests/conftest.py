@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Python's bytecode cache, written as a default Python writes it: where the
+# environment forbids it (PYTHONDONTWRITEBYTECODE, set in some CI images)
+# every `fedarena` process a test starts would compile TensorFlow's 13,000
+# modules from source again, 2-3x its start-up.  This process and its
+# children write the cache once instead.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parent.parent
 
