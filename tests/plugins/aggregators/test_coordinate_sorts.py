@@ -115,10 +115,12 @@ def test_coordinate_median_is_bit_for_bit_numpys_and_the_tf_sort_one(count):
 def test_trimmed_mean_is_bit_for_bit_the_tf_sort_one(count):
     x = hand_made(count, 200 + count)
     rows = tf.constant(x)
-    for k in sorted({0, 1, (count - 1) // 2}):
+    trims = sorted({0, 1, (count - 1) // 2})
+    for k in trims:
         expected = before_trimmed_mean(rows, k)
         np.testing.assert_array_equal(bits(trimmed_mean(rows, k=k)[0]), bits(expected))
-        for bound in (count + 5, max(count - 1, 1)) if count in IN_GRAPH else ():
+        # In a graph for the deepest trim only: each bound traces a network again.
+        for bound in (count + 5, max(count - 1, 1)) if count in IN_GRAPH and k == trims[-1] else ():
             in_graph = tf.function(lambda r: trimmed_mean(r, k=k, max_rows=bound)[0], input_signature=[UNKNOWN])
             np.testing.assert_array_equal(bits(in_graph(rows)), bits(expected))
         # NumPy sums in another order; on the small integers (exact sums) it agrees bit for bit.
