@@ -242,13 +242,20 @@ def sorted_rows(rows, max_count=None):
     where a column holds both -0.0 and +0.0 (equal values): those may come
     out in another order or with another sign."""
     rows = tf.convert_to_tensor(rows)
+    return _by_network(rows, max_count, lambda size: sorted_columns(rows, size)[: tf.shape(rows)[0]],
+                       lambda: tf.sort(rows, axis=0))
+
+
+def _by_network(rows, max_count, by_network, otherwise):
+    """``by_network(size)`` where the count of ``rows`` is known to be at
+    most ``size`` <= `SORTING_NETWORK_MAX` (its static count, or
+    ``max_count`` checked when the graph runs), else ``otherwise()``."""
     size = rows.shape[0] if rows.shape[0] is not None else max_count
-    if size is None or size > SORTING_NETWORK_MAX or size == 0:
-        return tf.sort(rows, axis=0)
+    if size is None or size == 0 or size > SORTING_NETWORK_MAX:
+        return otherwise()
     if rows.shape[0] == size:
-        return sorted_columns(rows, size)
-    count = tf.shape(rows)[0]
-    return tf.cond(count <= size, lambda: sorted_columns(rows, size)[:count], lambda: tf.sort(rows, axis=0))
+        return by_network(size)
+    return tf.cond(tf.shape(rows)[0] <= size, lambda: by_network(size), otherwise)
 
 
 def coordinate_median(rows, max_count=None):
@@ -277,12 +284,9 @@ def mean_closest_to_median(rows, beta, max_count=None):
     bound at run time, `mean_closest_to_median_by_selection` computes the
     same values."""
     rows = tf.convert_to_tensor(rows)
-    size = rows.shape[0] if rows.shape[0] is not None else max_count
-    if size is None or size > SORTING_NETWORK_MAX:
-        return mean_closest_to_median_by_selection(tf.transpose(rows), beta)
     count = tf.shape(rows)[0]
 
-    def by_sorting():
+    def by_sorting(size):
         ordered = sorted_columns(rows, size)[:count]
         lower, upper = ordered[(count - 1) // 2], ordered[count // 2]
         median = tf.where(tf.equal(count % 2, 1), upper, 0.5 * (lower + upper))
@@ -295,10 +299,8 @@ def mean_closest_to_median(rows, beta, max_count=None):
         radius = tf.reduce_min(tf.maximum(tf.abs(first_ends - median), tf.abs(last_ends - median)), axis=0)
         return _mean_within(ordered, tf.abs(ordered - median), radius, beta, axis=0)
 
-    if rows.shape[0] == size:
-        return by_sorting()
-    return tf.cond(count <= size, by_sorting,
-                   lambda: mean_closest_to_median_by_selection(tf.transpose(rows), beta))
+    return _by_network(rows, max_count, by_sorting,
+                       lambda: mean_closest_to_median_by_selection(tf.transpose(rows), beta))
 
 
 def mean_closest_to_median_by_selection(columns, beta):
