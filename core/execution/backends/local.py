@@ -811,12 +811,11 @@ def _stream_rows(uri, rows_type, zero, mapped: "_MappedLater", rt):
     rows and the stacked matrix never exist at once.  Off the CPU (where
     this was not measured) the members are collected and concatenated."""
     leaf_types = _leaf_types(rows_type, [])
-    one_row_each = [True] * len(leaf_types)
     count, results = mapped.count(rt), mapped.results(rt)
     member = next(results, _END)
     if member is _END or not all(_on_cpu(leaf) for leaf in _leaves(member, rows_type, [])):
         members = [] if member is _END else [member, *results]
-        return _concat_rows(rows_type, zero, members, iter(one_row_each))
+        return _concat_rows(rows_type, zero, members, iter([True] * len(leaf_types)))
     matrices, offsets = [], []
     for z, t, leaf in zip(_leaves(zero, rows_type, []), leaf_types, _leaves(member, rows_type, [])):
         z = _tensor_in(z, t)
@@ -837,8 +836,6 @@ def _stream_rows(uri, rows_type, zero, mapped: "_MappedLater", rt):
         del leaf
         member = _END  # drop this member before the next one is computed
         member = next(results, _END)
-    if stacked != count:
-        raise LocalExecutionError(f"{uri} stacked {stacked} rows of {count} clients")
     return _rebuilt(rows_type, iter(matrices))
 
 
@@ -1176,12 +1173,6 @@ def _references(proto):
     # the other building blocks read no name
 
 
-def _referenced_names(proto, names: set) -> set:
-    """``names`` with every name that a reference in ``proto`` reads."""
-    names.update(_references(proto))
-    return names
-
-
 def _intrinsic_call(proto, uri: str):
     """The intrinsic's type if ``proto`` calls the intrinsic ``uri`` itself, else None."""
     if proto.WhichOneof("computation") != "call":
@@ -1243,7 +1234,7 @@ def _dead_after(block) -> list:
     rows) is freed once consumed, not when the whole block ends.  Only a
     name's last binding is dropped; an earlier one is freed by the next."""
     count = len(block.local)
-    last_reader = dict.fromkeys(_referenced_names(block.result, set()), count)
+    last_reader = dict.fromkeys(_references(block.result), count)
     dead: list = [[] for _ in range(count)]
     bound: set = set()
     for index in reversed(range(count)):
@@ -1253,7 +1244,7 @@ def _dead_after(block) -> list:
             reader = last_reader.get(local.name, index)
             if reader < count:
                 dead[reader].append(local.name)
-        for name in _referenced_names(local.value, set()):
+        for name in set(_references(local.value)):
             last_reader.setdefault(name, index)
     return [sorted(names) for names in dead]
 

@@ -401,3 +401,18 @@ def test_a_streamed_row_of_another_shape_is_refused_by_name(local_ctx):
         _client_round(Gather(zero, accumulate, merge, report), ragged)(np.ones(3, F32), [0, 1])
     assert str(raised.value) == ("federated_aggregate cannot stack a row of shape (2,) and type float32 "
                                  "onto rows of shape (1,) and type float32")
+
+
+def test_a_streamed_map_computes_each_client_once_and_refuses_a_second_reading():
+    from types import SimpleNamespace
+
+    calls = []
+    fn = SimpleNamespace(call=lambda item, rt: calls.append(item) or item * 10)
+    mapped = local._MappedLater(fn, SimpleNamespace(all_equal=False, items=[1, 2, 3]))
+    rt = SimpleNamespace(clients=3)
+    results = mapped.results(rt)
+    assert calls == []  # nothing computed before the aggregate asks
+    assert next(results) == 10 and calls == [1]
+    assert list(results) == [20, 30] and calls == [1, 2, 3]
+    with pytest.raises(local.LocalExecutionError, match="a federated_map streamed into an aggregate was read twice"):
+        next(mapped.results(rt))
