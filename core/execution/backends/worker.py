@@ -353,16 +353,16 @@ class _Connectivity:
         self.is_ready = state is grpc.ChannelConnectivity.READY
 
 
-def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S, stub=None):
+def connect(address: str, process=None, timeout: float = _READY_TIMEOUT_S, make_stub=None):
     """A TFF remote-executor stub for the executor service at ``address``,
     once it answers; fails with a clear message if it never does.
     ``process`` (a `LocalWorker` or a `subprocess.Popen`) is the worker's,
-    if it is ours: its end fails at once.  ``stub`` (a factory of a channel)
-    replaces TFF's stub, e.g. by `_Connectivity` to only wait for the
-    service."""
+    if it is ours: its end fails at once.  ``make_stub`` (a gRPC channel ->
+    an object with ``is_ready``) replaces TFF's stub: `_Connectivity` only
+    waits for the service."""
     import grpc
 
-    stub = (stub or remote_stub)(grpc.insecure_channel(address, _GRPC_OPTIONS))
+    stub = (make_stub or remote_stub)(grpc.insecure_channel(address, _GRPC_OPTIONS))
     deadline = time.monotonic() + timeout
     delay = 0.002
     while not stub.is_ready:
@@ -512,7 +512,7 @@ def serve(host: str, port: int) -> int:
             local = f"127.0.0.1:{worker.port}" if unspecified else worker.address
         else:
             local = f"127.0.0.1:{worker.port}"
-        connect(local, worker, stub=_Connectivity)
+        connect(local, worker, make_stub=_Connectivity)
         for line in serving_notice(worker):
             print(line, file=sys.stderr)
         print(f"fedarena worker serving at {worker.address} (pid {worker.pid}); Ctrl-C to stop", flush=True)
