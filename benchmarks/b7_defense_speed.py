@@ -10,8 +10,8 @@ Target: each aggregator <= 3 x the Gram matrix.
 
 Extra lines (no target) show what bounds the aggregators: the plugins'
 shared helpers, timed alone on the same matrix, in the same ``tf.function``
-form: the coordinate-wise median used to centre the rows (``tf.sort`` over
-axis 0), the whole pairwise squared-distance matrix, and TF's own Gram.
+form: the coordinate-wise median (the sorting network of
+``_tensor.sorted_rows``: the K rows are known), the whole pairwise squared-distance matrix, and TF's own Gram.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main(quick: bool = False) -> list[dict]:
         "multi_krum": compiled(MultiKrum(f=F)),
     }
     helpers = {
-        "coordinate median (tf.sort axis 0)": tf.function(lambda u, w: _tensor.coordinate_median(u), input_signature=spec),
+        "coordinate median (sorting network)": tf.function(lambda u, w: _tensor.coordinate_median(u), input_signature=spec),
         "pairwise sq. distances (centred)": tf.function(lambda u, w: _tensor.pairwise_sq_distances(u), input_signature=spec),
         "Gram in TF (tf.matmul)": tf.function(lambda u, w: tf.matmul(u, u, transpose_b=True), input_signature=spec),
     }
